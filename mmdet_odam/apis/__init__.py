@@ -1,1 +1,6 @@
+"""Python API: ``init_explainer``, ``explain_image``, ``build_explainer``."""
+from ..explainers.builder import build_explainer
+from .inference import explain_image, init_explainer, prepare_inputs
 
+__all__ = ['init_explainer', 'explain_image', 'build_explainer',
+           'prepare_inputs']

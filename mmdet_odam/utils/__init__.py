@@ -1,1 +1,16 @@
+"""Utilities: checkpoint loading, paths, config checks, CPU distributed."""
+from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError,
+                         load_from_local, register_checkpoint_loader,
+                         register_checkpoint_safe_globals)
+from .config import check_data_roots, merge_cfg_options
+from .dist import setup_cpu_distributed
+from .paths import repo_root, shared_dir
 
+register_checkpoint_loader()
+
+__all__ = [
+    'SAFE_GLOBALS', 'UnsafeCheckpointError', 'load_from_local',
+    'register_checkpoint_loader', 'register_checkpoint_safe_globals',
+    'check_data_roots', 'merge_cfg_options', 'setup_cpu_distributed',
+    'repo_root', 'shared_dir'
+]

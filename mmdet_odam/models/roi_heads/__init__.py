@@ -1,1 +1,2 @@
 
+from .odam_standard_roi_head import OdamStandardRoIHead  # noqa: F401

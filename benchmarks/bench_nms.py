@@ -1,0 +1,189 @@
+"""Speed of Odam-NMS vs classic NMS (paper Tab. 5 "time per image").
+
+Times, per image, on the same FCOS model and input:
+
+- ``pipeline_nms``: detector forward + post-processing with mmcv NMS;
+- ``pipeline_odam``: detector forward + ODAM ``cls`` maps of all candidates
+  (one batched pass, short edge 50) + Odam-NMS; the head's own
+  ``test_cfg.nms.type='odam_nms'`` path (``OdamFCOSHead``);
+- the steps alone on the same candidates: ``maps`` (batched candidate maps),
+  ``nms_step`` (mmcv ``batched_nms``) and ``odam_nms_step``
+  (``batched_odam_nms``).
+
+Candidates: ``score_thr=0`` and a per-level ``nms_pre`` chosen so the
+image yields ``--num-candidates`` (default 1000) pre-NMS candidates. Random
+weights are fine for timing (``--checkpoint`` to use trained ones).
+
+Example::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_nms.py --repeats 5 \
+        --out work_dirs/bench_nms.json
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import mmdet_odam  # noqa: E402,F401
+from mmdet_odam.explainers.dense import dense_candidate_maps  # noqa: E402
+from mmdet_odam.nms import batched_odam_nms, nms_map_size  # noqa: E402
+
+DEFAULT_CONFIG = 'configs/odam_nms/fcos_mobilenetv2_crowd-scenes_odam-nms.py'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--config', default=DEFAULT_CONFIG,
+                   help='an Odam-NMS dense-head config')
+    p.add_argument('--checkpoint', default=None)
+    p.add_argument('--shape', type=int, nargs=2, default=[480, 640],
+                   metavar=('H', 'W'), help='network input size')
+    p.add_argument('--num-candidates', type=int, default=1000)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--out', default=None, help='write the figures (json)')
+    return p.parse_args(argv)
+
+
+def _nms_pre_for(level_sizes, n):
+    """Largest per-level top-k whose total over levels is <= n."""
+    best = 1
+    for k in range(1, max(level_sizes) + 1):
+        if sum(min(k, s) for s in level_sizes) <= n:
+            best = k
+        else:
+            break
+    return best
+
+
+def _time(fn, repeats, warmup, sync):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def build(args):
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    cfg.model.backbone.init_cfg = None
+    nms_cfg = copy.deepcopy(cfg.model.test_cfg.nms)
+    if nms_cfg.get('type') != 'odam_nms':
+        raise ValueError(f'{args.config}: test_cfg.nms.type must be '
+                         f"'odam_nms', got {nms_cfg.get('type')!r}")
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, map_location='cpu')
+    return model.to(args.device).eval(), nms_cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mmdet.structures import DetDataSample
+    model, odam_cfg = build(args)
+    head = model.bbox_head
+    dev = torch.device(args.device)
+    sync = (torch.cuda.synchronize if dev.type == 'cuda' else lambda: None)
+    h, w = args.shape
+    torch.manual_seed(0)
+    img = (torch.rand(3, h, w) * 255).to(dev)
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+    inputs, samples = data['inputs'], data['data_samples']
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+    sizes = [f.shape[-2] * f.shape[-1] for f in feats]
+    model.test_cfg.update(
+        score_thr=0.0, min_bbox_size=-1, max_per_img=args.num_candidates,
+        nms_pre=_nms_pre_for(sizes, args.num_candidates))
+    plain_cfg = dict(type='nms', iou_threshold=odam_cfg['iou_threshold'])
+
+    def predict(nms):
+        head.test_cfg.nms = copy.deepcopy(nms)
+        with torch.no_grad():
+            return model.predict(inputs, copy.deepcopy(samples))[0] \
+                .pred_instances
+
+    # candidates (no NMS) through the head's tracked post-processing
+    with torch.no_grad():
+        outs = head(feats)
+        cands = head.predict_by_feat(
+            *outs, batch_img_metas=[samples[0].metainfo],
+            cfg=model.test_cfg, rescale=False, with_nms=False)[0]
+    n = len(cands)
+    size = nms_map_size(samples[0].metainfo['img_shape'])
+
+    def maps_fn():
+        with torch.no_grad():
+            return dense_candidate_maps(
+                head, feats, torch.zeros_like(cands.labels), cands.level_ids,
+                cands.loc_inds, cands.labels, 'cls', out_size=size,
+                boxes=cands.bboxes,
+                pad_shape=samples[0].metainfo['batch_input_shape'])
+
+    maps = maps_fn()
+    from mmcv.ops import batched_nms
+    res = dict(
+        device=args.device, threads=args.threads, input_shape=[h, w],
+        candidates=n, map_size=list(size),
+        kept_nms=len(predict(plain_cfg)), kept_odam=len(predict(odam_cfg)),
+        nms_cfg=dict(odam_cfg))
+    res['pipeline_nms_s'] = _time(lambda: predict(plain_cfg), args.repeats,
+                                  args.warmup, sync)
+    res['pipeline_odam_s'] = _time(lambda: predict(odam_cfg), args.repeats,
+                                   args.warmup, sync)
+    res['forward_s'] = _time(lambda: head(model.extract_feat(inputs)),
+                             args.repeats, args.warmup, sync)
+    res['maps_s'] = _time(maps_fn, args.repeats, args.warmup, sync)
+    res['nms_step_s'] = _time(
+        lambda: batched_nms(cands.bboxes, cands.scores, cands.labels,
+                            plain_cfg), args.repeats, args.warmup, sync)
+    res['odam_nms_step_s'] = _time(
+        lambda: batched_odam_nms(cands.bboxes, cands.scores, cands.labels,
+                                 maps, odam_cfg), args.repeats, args.warmup,
+        sync)
+    res['ratio_pipeline'] = res['pipeline_odam_s'] / res['pipeline_nms_s']
+    print(f"device {args.device} ({args.threads} thread(s)), input {h}x{w},"
+          f" {n} candidates, maps {size[0]}x{size[1]}, kept "
+          f"{res['kept_nms']} (NMS) / {res['kept_odam']} (Odam-NMS)")
+    for k in ('pipeline_nms_s', 'pipeline_odam_s', 'forward_s', 'maps_s',
+              'nms_step_s', 'odam_nms_step_s'):
+        print(f'{k:18s} {res[k] * 1000:9.1f} ms')
+    print(f"ratio pipeline Odam-NMS / NMS: {res['ratio_pipeline']:.2f}x "
+          '(target <= 1.3x; paper 1.56x)')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(args.out)))
+        with os.fdopen(fd, 'w') as f:
+            json.dump(res, f, indent=2)
+        os.replace(tmp, args.out)
+    return res
+
+
+if __name__ == '__main__':
+    main()

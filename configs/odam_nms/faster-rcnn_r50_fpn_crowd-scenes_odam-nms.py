@@ -1,0 +1,14 @@
+# Faster R-CNN R50-FPN on the generated crowd scenes with Odam-NMS in the RoI
+# head (IoU 0.5, T_low 0.2, T_high 0.8).
+_base_ = ['./faster-rcnn_r50_fpn_crowd-scenes_nms.py']
+
+model = dict(
+    test_cfg=dict(
+        rcnn=dict(
+            nms=dict(
+                _delete_=True,
+                type='odam_nms',
+                iou_threshold=0.5,
+                corr_low=0.2,
+                corr_high=0.8,
+                corr_type='pearson'))))

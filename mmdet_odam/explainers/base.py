@@ -1,0 +1,176 @@
+"""Base class of explainers and the context manager that protects the model.
+
+Everything an explainer changes on the user's model (training flags,
+``requires_grad`` of parameters, torch hooks) lives for one call inside
+:func:`model_guard` and is restored on exit, also when an exception is
+raised mid-way.
+"""
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..core import minmax_normalize
+from .results import Explanation
+from .targets import (BASE_TARGETS, Target, expand_targets, parse_grad_mode,
+                      parse_smoothing, parse_targets)
+
+
+class HookList:
+    """Torch hook handles registered during one call; all removed by
+    :meth:`remove` (called by :func:`model_guard`)."""
+
+    def __init__(self):
+        self.handles = []
+
+    def add(self, handle):
+        self.handles.append(handle)
+        return handle
+
+    def forward(self, module: nn.Module, fn):
+        return self.add(module.register_forward_hook(fn))
+
+    def forward_pre(self, module: nn.Module, fn):
+        return self.add(module.register_forward_pre_hook(fn))
+
+    def remove(self):
+        while self.handles:
+            self.handles.pop().remove()
+
+
+@contextmanager
+def model_guard(model: nn.Module, eval_mode: bool = True,
+                freeze: bool = True):
+    """Run a block with the model in eval mode and parameters frozen.
+
+    Yields a :class:`HookList`; every hook added to it is removed on exit.
+    Training flags of all modules and ``requires_grad`` of all parameters are
+    restored on exit, also on exceptions.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    hooks = HookList()
+    try:
+        if eval_mode:
+            model.eval()
+        if freeze:
+            for p, _ in grads:
+                p.requires_grad_(False)
+        yield hooks
+    finally:
+        hooks.remove()
+        for m, t in modes:
+            m.training = t
+        for p, g in grads:
+            p.requires_grad_(g)
+
+
+def top_level_names(model: nn.Module) -> List[str]:
+    """Names a user can give as ``layer`` (top-level children), sorted."""
+    return sorted(n for n, _ in model.named_children())
+
+
+def resolve_module(model: nn.Module, name: str) -> nn.Module:
+    """Module named ``name`` (dotted path); ``ValueError`` listing valid
+    top-level names if it does not exist."""
+    mods = dict(model.named_modules())
+    if name in mods and name != '':
+        return mods[name]
+    raise ValueError(
+        f'Unknown layer {name!r}; valid names: top-level modules '
+        f'{", ".join(top_level_names(model))} or any dotted submodule name '
+        f'(e.g. backbone.layer3), or None for the default layer')
+
+
+class BaseExplainer:
+    """Common options and result assembly of all explainers.
+
+    Args:
+        model (nn.Module): an mmdet detector (not modified beyond a call).
+        targets (str | Sequence): targets to explain (see :class:`Target`).
+        layer (str, optional): explained layer; ``None`` = the default of the
+            explainer (FPN level of the detection / RoI features).
+        smoothing (str): ``gaussian`` (default) or ``none``.
+        grad_mode (str): ``pos_relu`` (default), ``neg_relu``, ``pos_norelu``,
+            ``abs``.
+        chunk_size (int): candidates per batched backward in autograd paths.
+        exact (bool): force exact per-candidate autograd (no shortcut).
+    """
+    method = 'odam'
+
+    def __init__(self, model: nn.Module, targets=('cls', ), layer=None,
+                 smoothing='gaussian', grad_mode='pos_relu',
+                 chunk_size: int = 16, exact: bool = False, **kwargs):
+        if kwargs:
+            raise TypeError(f'Unknown explainer options: {sorted(kwargs)}')
+        self.model = model
+        self.targets: List[Target] = parse_targets(targets)
+        self.scalar_targets: List[Target] = expand_targets(self.targets)
+        self.smoothing = parse_smoothing(smoothing)
+        self.grad_mode = parse_grad_mode(grad_mode)
+        if int(chunk_size) < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+        self.chunk_size = int(chunk_size)
+        self.exact = bool(exact)
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(f'layer must be a module name or None, got '
+                            f'{type(layer).__name__}')
+        self.layer = self.check_layer(layer)
+
+    # -- options -------------------------------------------------------
+    def check_layer(self, layer: Optional[str]) -> Optional[str]:
+        """Validate ``layer`` against the model; override to accept
+        explainer-specific names."""
+        if layer is None:
+            return None
+        resolve_module(self.model, layer)
+        return layer
+
+    @staticmethod
+    def check_thresholds(score_thr: float, topk: int):
+        if not 0.0 <= float(score_thr) <= 1.0:
+            raise ValueError(f'score_thr must be in [0, 1], got {score_thr}')
+        if topk is not None and int(topk) < 1:
+            raise ValueError(f'topk must be >= 1, got {topk}')
+
+    # -- API -----------------------------------------------------------
+    def explain(self, inputs: Tensor, data_samples: Sequence,
+                score_thr: float = 0.3, topk: int = 100, boxes=None,
+                labels=None) -> List[Explanation]:
+        """Explain a preprocessed batch.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) output of the data preprocessor.
+            data_samples (list[DetDataSample]): with metainfo (``img_shape``,
+                ``ori_shape``, ``scale_factor``, ``batch_input_shape``...).
+            score_thr (float): keep detections with score >= this.
+            topk (int): keep at most this many detections per image.
+            boxes (list[Tensor], optional): per image (K, 4) xyxy boxes in
+                original pixels to explain instead of the detections.
+            labels (list[Tensor], optional): per image (K,) class of each
+                given box (default: best matching candidate's class).
+
+        Returns:
+            list[Explanation]: one per image.
+        """
+        self.check_thresholds(score_thr, topk)
+        if boxes is not None and len(boxes) != len(data_samples):
+            raise ValueError(f'boxes must hold one entry per image '
+                             f'({len(data_samples)}), got {len(boxes)}')
+        with model_guard(self.model) as hooks:
+            return self._explain(inputs, data_samples, hooks, score_thr,
+                                 topk, boxes, labels)
+
+    def _explain(self, inputs, data_samples, hooks, score_thr, topk, boxes,
+                 labels) -> List[Explanation]:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------
+    def finalize_maps(self, raw: Dict[Target, Tensor]) -> Dict[str, Tensor]:
+        """Normalise raw (K, H, W) maps per target and add ``combined``."""
+        out = {t: minmax_normalize(m.detach().float()) for t, m in raw.items()}
+        if Target.COMBINED in self.targets:
+            out[Target.COMBINED] = torch.stack(
+                [out[t] for t in BASE_TARGETS]).max(0).values
+        return {t.value: out[t] for t in self.targets}

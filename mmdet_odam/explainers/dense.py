@@ -1,0 +1,969 @@
+"""ODAM for dense (one-stage) heads: candidate tracking, the batched
+"reversed head" patch path and the exact autograd path.
+
+Patch path (paper App. A.1, "reversed head"): the score of a candidate at cell
+(y, x) of FPN level l depends only on a (2R+1)^2 window of that level's map,
+R = receptive radius of the head's conv stack (tower convs + prediction conv).
+For N candidates we gather their windows from the zero-padded level map and
+re-run the head's per-level forward on the batch of windows (one batch
+element per candidate), so a single backward of the summed targets gives
+every candidate's own gradient. To reproduce the full-map forward exactly:
+
+* after every tower layer, positions outside the real map are zeroed
+  (the original forward zero-pads at the map border);
+* GroupNorm uses the mean / variance of the ORIGINAL full-map forward
+  (captured by :func:`head_forward_with_stats`), frozen. The forward value is
+  then exact; the gradient keeps gamma / sigma but drops GroupNorm's mean /
+  variance Jacobian terms (which are non-local). The authors' code also drops
+  1 / sigma. This error is measured in the tests and the README; use
+  ``exact=True`` (chunked autograd) for an exact map of GN heads.
+
+Candidate indices: ``level_ids`` = FPN level, ``loc_inds`` = flat prior
+index within the level (``cell * num_base_priors + anchor``, the order mmdet
+flattens priors in; equal to the cell index ``y * W_l + x`` for one-prior
+heads such as FCOS and ATSS), ``cand_inds`` = index in the concatenated
+pre-NMS candidate list.
+"""
+import copy
+import inspect
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.ops import batched_nms
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from ..core import (apply_grad_mode, box_sigmas, gather_patches,
+                    gaussian_smooth, level_to_image, level_to_padded,
+                    max_kernel_radius, minmax_normalize, odam_raw,
+                    paste_patches)
+from ..core.smoothing import MAX_SIGMA
+from .base import BaseExplainer, HookList, resolve_module
+from .builder import EXPLAINERS
+from .results import Explanation
+from .targets import Target, parse_grad_mode, parse_smoothing, parse_target
+
+# ----------------------------------------------------------------------
+# head structure
+# ----------------------------------------------------------------------
+
+
+def tower_layers(head: nn.Module) -> List[nn.Module]:
+    """The tower layers (``cls_convs`` + ``reg_convs``) of a dense head."""
+    out = []
+    for name in ('cls_convs', 'reg_convs'):
+        out += list(getattr(head, name, []) or [])
+    return out
+
+
+def _layer_radius(layer: nn.Module) -> int:
+    convs = [m for m in layer.modules()
+             if isinstance(m, nn.modules.conv._ConvNd)]
+    others = [
+        m for m in layer.modules()
+        if not list(m.children()) and not isinstance(
+            m, (nn.Conv2d, nn.GroupNorm, nn.modules.batchnorm._BatchNorm,
+                nn.ReLU, nn.LeakyReLU, nn.Identity, nn.SiLU, nn.GELU))
+    ]
+    if others or any(type(c) is not nn.Conv2d for c in convs):
+        raise NotImplementedError(
+            f'patch path supports plain Conv2d/GN/BN/activation towers, got '
+            f'{type(layer).__name__}; use exact=True')
+    r = 0
+    for c in convs:
+        k, d, s, p = c.kernel_size, c.dilation, c.stride, c.padding
+        if k[0] != k[1] or s != (1, 1) or p[0] != (k[0] - 1) // 2 * d[0]:
+            raise NotImplementedError(
+                'patch path needs stride-1 "same" square convs; use '
+                'exact=True')
+        r += (k[0] - 1) // 2 * d[0]
+    return r
+
+
+def receptive_radius(head: nn.Module) -> int:
+    """R = max tower radius + max prediction-conv radius (in cells)."""
+    towers = [list(getattr(head, n, []) or []) for n in
+              ('cls_convs', 'reg_convs')]
+    tower_r = max([sum(_layer_radius(m) for m in t) for t in towers] + [0])
+    preds = [m for m in head.children() if isinstance(m, nn.Conv2d)]
+    if not preds:
+        raise NotImplementedError(f'{type(head).__name__} has no prediction '
+                                  f'convs; use exact=True')
+    return tower_r + max(_layer_radius(p) for p in preds)
+
+
+def supports_patch_path(head: nn.Module) -> bool:
+    """Whether :func:`dense_candidate_maps`' patch path applies to ``head``."""
+    try:
+        receptive_radius(head)
+        _level_call_args(head, 0)
+    except (NotImplementedError, AttributeError, IndexError):
+        return False
+    return hasattr(head, 'prior_generator') and hasattr(head, 'bbox_coder')
+
+
+def _level_call_args(head: nn.Module, level: int) -> tuple:
+    """Extra positional args of ``head.forward_single`` for a level."""
+    args = []
+    params = list(inspect.signature(head.forward_single).parameters)[1:]
+    for name in params:
+        if name == 'scale':
+            args.append(head.scales[level])
+        elif name == 'stride':
+            args.append(head.strides[level])
+        else:
+            raise NotImplementedError(
+                f'{type(head).__name__}.forward_single({name}=...) is not '
+                f'supported by the patch path; use exact=True')
+    return tuple(args)
+
+
+def _num_priors(head) -> int:
+    return int(getattr(head, 'num_base_priors', 1))
+
+
+def _level_strides(head) -> List[Tuple[float, float]]:
+    out = []
+    for s in head.prior_generator.strides:
+        s = s if isinstance(s, (tuple, list)) else (s, s)
+        out.append((float(s[1]), float(s[0])))  # (sy, sx)
+    return out
+
+
+def head_forward_with_stats(head: nn.Module, feats: Sequence[Tensor]):
+    """Run ``head`` level by level and capture GroupNorm statistics.
+
+    Returns:
+        tuple: ``outs`` (same as ``head(feats)``) and ``stats``: dict
+        ``(id(gn_module), level) -> (mean (B, G), var (B, G))``.
+    """
+    gns = [m for layer in tower_layers(head) for m in layer.modules()
+           if isinstance(m, nn.GroupNorm)]
+    stats: Dict = {}
+    cur = {'level': 0}
+
+    def hook(mod, inp, out):
+        x = inp[0].detach()
+        xr = x.reshape(x.shape[0], mod.num_groups, -1)
+        stats[(id(mod), cur['level'])] = (xr.mean(-1),
+                                          xr.var(-1, unbiased=False))
+
+    hooks = HookList()
+    try:
+        for m in gns:
+            hooks.forward(m, hook)
+        per_level = []
+        for lvl, f in enumerate(feats):
+            cur['level'] = lvl
+            per_level.append(head.forward_single(f,
+                                                 *_level_call_args(head, lvl)))
+    finally:
+        hooks.remove()
+    outs = tuple(list(o) for o in zip(*per_level))
+    return outs, stats
+
+
+# ----------------------------------------------------------------------
+# targets from head outputs
+# ----------------------------------------------------------------------
+
+
+def _decode_boxes(head, priors: Tensor, deltas: Tensor,
+                  strides: Tensor) -> Tensor:
+    if getattr(head, 'norm_on_bbox', False) and head.training:
+        deltas = deltas * strides[:, None]  # FCOS scales only in eval mode
+    boxes = head.bbox_coder.decode(priors, deltas, max_shape=None)
+    return boxes.tensor if hasattr(boxes, 'tensor') else boxes
+
+
+def candidate_scalars(head, cls_vec: Tensor, box_vec: Tensor,
+                      ctr_vec: Optional[Tensor], anchor_ids: Tensor,
+                      labels: Tensor, priors: Tensor,
+                      strides: Tensor) -> Dict[Target, Tensor]:
+    """Scalar targets of N candidates from their head outputs.
+
+    Args:
+        cls_vec (Tensor): (N, A * cls_out_channels) class logits.
+        box_vec (Tensor): (N, A * encode_size) box regression.
+        ctr_vec (Tensor, optional): (N, A) score-factor logits
+            (FCOS / ATSS centerness).
+        anchor_ids (Tensor): (N,) prior index within the cell.
+        labels (Tensor): (N,) classes.
+        priors (Tensor): (N, 2 | 4) priors.
+        strides (Tensor): (N,) level stride (FCOS ``norm_on_bbox``).
+
+    Returns:
+        dict: target -> (N,) final score / signed box extents in pixels.
+    """
+    n = labels.shape[0]
+    ar = torch.arange(n, device=labels.device)
+    a = _num_priors(head)
+    c = head.cls_out_channels
+    logits = cls_vec.reshape(n, a, c)[ar, anchor_ids]
+    if getattr(head, 'use_sigmoid_cls', True):
+        score = logits[ar, labels].sigmoid()
+    else:
+        score = logits.softmax(-1)[ar, labels]
+    if ctr_vec is not None:
+        score = score * ctr_vec.reshape(n, a)[ar, anchor_ids].sigmoid()
+    enc = box_vec.shape[1] // a
+    deltas = box_vec.reshape(n, a, enc)[ar, anchor_ids]
+    boxes = _decode_boxes(head, priors, deltas, strides)
+    return {
+        Target.CLS: score,
+        Target.LEFT: -boxes[:, 0],
+        Target.TOP: -boxes[:, 1],
+        Target.RIGHT: boxes[:, 2],
+        Target.BOTTOM: boxes[:, 3],
+        'boxes': boxes
+    }
+
+
+def _mlvl_priors(head, feats) -> List[Tensor]:
+    sizes = [f.shape[-2:] for f in feats]
+    return head.prior_generator.grid_priors(
+        sizes, dtype=feats[0].dtype, device=feats[0].device)
+
+
+# ----------------------------------------------------------------------
+# patch path
+# ----------------------------------------------------------------------
+
+# a "piece": (candidate rows (n,), stride (sy, sx), level maps (n, h, w))
+Piece = Tuple[Tensor, Tuple[float, float], Tensor]
+
+
+def _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels):
+    n = labels.shape[0]
+    for name, t in (('img_inds', img_inds), ('level_ids', level_ids),
+                    ('loc_inds', loc_inds)):
+        if t.shape[0] != n:
+            raise ValueError(f'{name} has {t.shape[0]} rows, labels {n}')
+    if n and (int(level_ids.min()) < 0
+              or int(level_ids.max()) >= len(feats)):
+        raise ValueError(f'level_ids must be in [0, {len(feats)})')
+
+
+def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
+                     img_inds: Tensor, level_ids: Tensor, loc_inds: Tensor,
+                     labels: Tensor, targets: Sequence[Target],
+                     smoothing='gaussian', grad_mode='pos_relu',
+                     create_graph: bool = False,
+                     boxes: Optional[Tensor] = None,
+                     norm_stats: Optional[dict] = None):
+    """Batched per-candidate ODAM maps on each candidate's FPN level.
+
+    Args:
+        head: FCOS / RetinaNet / ATSS-like dense head (not modified).
+        feats (list[Tensor]): FPN levels, each (B, C, h_l, w_l).
+        img_inds, level_ids, loc_inds, labels (Tensor): (N,) candidates.
+        targets (list[Target]): scalar targets (not ``combined``).
+        boxes (Tensor, optional): (N, 4) boxes in input pixels used to size
+            the smoothing kernel (default: the decoded candidate boxes).
+        norm_stats (dict, optional): GN stats from
+            :func:`head_forward_with_stats` (computed if missing).
+
+    Returns:
+        tuple: ``pieces`` dict target -> list of :data:`Piece`, and the
+        decoded boxes (N, 4) (input pixels, detached).
+    """
+    smoothing = parse_smoothing(smoothing).value
+    grad_mode = parse_grad_mode(grad_mode)
+    _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
+    radius = receptive_radius(head)
+    has_gn = any(isinstance(m, nn.GroupNorm) for layer in tower_layers(head)
+                 for m in layer.modules())
+    if has_gn and norm_stats is None:
+        with torch.no_grad():
+            _, norm_stats = head_forward_with_stats(
+                head, [f.detach() for f in feats])
+    rs = max_kernel_radius([MAX_SIGMA]) if smoothing == 'gaussian' else 0
+    strides = _level_strides(head)
+    a = _num_priors(head)
+    pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
+    n = labels.shape[0]
+    all_boxes = feats[0].new_zeros(n, 4)
+    mlvl_priors = _mlvl_priors(head, feats)
+
+    ctx: Dict = {}
+    hooks = HookList()
+
+    # each tower layer's output is cropped to the part that is exact (its
+    # own radius less on every side) and zeroed outside the real map
+    crops = {}
+    for name in ('cls_convs', 'reg_convs'):
+        off = 0
+        for layer in list(getattr(head, name, []) or []):
+            off += _layer_radius(layer)
+            crops[id(layer)] = (_layer_radius(layer), off)
+
+    def mask_hook(mod, inp, out):
+        r, off = crops[id(mod)]
+        size = out.shape[-1]
+        mask = ctx['mask']
+        pm = mask.shape[-1]
+        return out[..., r:size - r, r:size - r] * \
+            mask[..., off:pm - off, off:pm - off]
+
+    def gn_hook(mod, inp, out):
+        mean, var = norm_stats[(id(mod), ctx['level'])]
+        x = inp[0]
+        m = mean[ctx['img_inds']].to(x)[:, :, None]
+        v = var[ctx['img_inds']].to(x)[:, :, None]
+        xr = x.reshape(x.shape[0], mod.num_groups, -1)
+        y = ((xr - m) / torch.sqrt(v + mod.eps)).reshape(x.shape)
+        if mod.affine:
+            y = y * mod.weight[None, :, None, None] + \
+                mod.bias[None, :, None, None]
+        return y
+
+    try:
+        for layer in tower_layers(head):
+            hooks.forward(layer, mask_hook)
+            for m in layer.modules():
+                if isinstance(m, nn.GroupNorm):
+                    hooks.forward(m, gn_hook)
+        with torch.enable_grad():
+            for lvl in level_ids.unique().tolist():
+                rows = (level_ids == lvl).nonzero().squeeze(1)
+                feat = feats[lvl]
+                h, w = feat.shape[-2:]
+                cells = loc_inds[rows] // a
+                anchors = loc_inds[rows] % a
+                centers = torch.stack([cells // w, cells % w], 1)
+                big, big_mask = gather_patches(feat, img_inds[rows], centers,
+                                               radius + rs)
+                p = 2 * radius + 1
+                x = big[:, :, rs:rs + p, rs:rs + p]
+                if not (create_graph and x.requires_grad):
+                    x = x.detach().requires_grad_(True)
+                ctx.update(level=lvl, img_inds=img_inds[rows],
+                           mask=big_mask[:, :, rs:rs + p, rs:rs + p])
+                outs = head.forward_single(x, *_level_call_args(head, lvl))
+                vec = [o[:, :, (o.shape[-2] - 1) // 2, (o.shape[-1] - 1) // 2]
+                       for o in outs]
+                st = torch.full((len(rows), ), strides[lvl][1],
+                                device=x.device)
+                ys = candidate_scalars(head, vec[0], vec[1],
+                                       vec[2] if len(vec) > 2 else None,
+                                       anchors, labels[rows],
+                                       mlvl_priors[lvl][loc_inds[rows]], st)
+                dec = ys.pop('boxes').detach()
+                all_boxes[rows] = dec
+                sb = dec if boxes is None else boxes[rows].to(dec)
+                if smoothing == 'gaussian':
+                    wh = torch.stack([(sb[:, 2] - sb[:, 0]) / strides[lvl][1],
+                                      (sb[:, 3] - sb[:, 1]) / strides[lvl][0]],
+                                     1)
+                    sig = box_sigmas(wh)
+                for ti, t in enumerate(targets):
+                    g, = torch.autograd.grad(
+                        ys[t].sum(), x, create_graph=create_graph,
+                        retain_graph=create_graph or ti < len(targets) - 1)
+                    if not create_graph:
+                        g = g.detach()
+                    # positions outside the real map are padding in the
+                    # original forward: their gradient does not exist
+                    g = F.pad(g * ctx['mask'], (rs, rs, rs, rs))
+                    if smoothing == 'gaussian':
+                        g = gaussian_smooth(g, sig)
+                    m = apply_grad_mode(odam_raw(g, big), grad_mode)
+                    pieces[t].append((rows, strides[lvl],
+                                      paste_patches(m, centers, (h, w))))
+    finally:
+        hooks.remove()
+    return pieces, all_boxes
+
+
+def render_padded(pieces: List[Piece], n: int, pad_shape,
+                  out_size) -> Tensor:
+    """Sum pieces into (n, H_o, W_o) maps on a grid covering ``pad_shape``."""
+    out = None
+    for rows, stride, maps in pieces:
+        r = level_to_padded(maps, stride, pad_shape, out_size)
+        if out is None:
+            out = r.new_zeros(n, *r.shape[1:])
+        out = out.index_add(0, rows, r)  # out of place: differentiable
+    if out is None:
+        out = torch.zeros(n, int(out_size[0]), int(out_size[1]))
+    return out
+
+
+def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
+                         target='cls', out_size=(50, 50),
+                         smoothing='gaussian', grad_mode='pos_relu',
+                         create_graph=False, boxes=None, pad_shape=None,
+                         norm_stats=None) -> Tensor:
+    """ODAM maps of dense-head candidates, batched (patch path).
+
+    Args:
+        head: dense head (FCOS / RetinaNet / ATSS like), not modified.
+        feats (Sequence[Tensor]): FPN levels (B, C, h_l, w_l).
+        img_inds, level_ids, loc_inds, labels (Tensor): (N,) candidates
+            (``loc_inds`` = prior index within the level, see module doc).
+        target (str): scalar target (``cls`` or a box extent).
+        out_size (tuple): (H_o, W_o) of the output grid, which covers the
+            padded network input.
+        smoothing, grad_mode: see :mod:`mmdet_odam.explainers.targets`.
+        create_graph (bool): make maps differentiable through the gradient
+            (w.r.t. feats and head weights); otherwise maps are
+            differentiable w.r.t. feats through the feature factor only.
+        boxes (Tensor, optional): (N, 4) input-pixel boxes for the
+            smoothing kernel size (default: decoded candidate boxes).
+        pad_shape (tuple, optional): padded input (H, W); default
+            ``(h_0 * stride_0, w_0 * stride_0)``.
+        norm_stats (dict, optional): GN stats of the full-map forward.
+
+    Returns:
+        Tensor: (N, H_o, W_o) raw maps (>= 0 except for ``pos_norelu``).
+    """
+    t = parse_target(target)
+    if t == Target.COMBINED:
+        raise ValueError('dense_candidate_maps explains one scalar target; '
+                         'combine normalised maps for "combined"')
+    n = labels.shape[0]
+    if pad_shape is None:
+        s = _level_strides(head)[0]
+        pad_shape = (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
+    if n == 0:
+        return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
+    pieces, _ = patch_level_maps(head, feats, img_inds, level_ids, loc_inds,
+                                 labels, [t], smoothing, grad_mode,
+                                 create_graph, boxes, norm_stats)
+    return render_padded(pieces[t], n, pad_shape, out_size)
+
+
+# ----------------------------------------------------------------------
+# exact autograd path
+# ----------------------------------------------------------------------
+
+
+def _as_leaves(out):
+    """Replace a module output (tensor / tuple / list of tensors) with leaf
+    tensors that require grad. Returns (new_output, leaves)."""
+    if isinstance(out, Tensor):
+        leaf = out.detach().requires_grad_(True)
+        return leaf, [leaf]
+    if isinstance(out, (tuple, list)) and out and all(
+            isinstance(o, Tensor) for o in out):
+        leaves = [o.detach().requires_grad_(True) for o in out]
+        return type(out)(leaves), leaves
+    raise ValueError(f'layer output of type {type(out).__name__} cannot be '
+                     f'explained; choose a layer that outputs feature maps')
+
+
+def batched_grads(ys: Tensor, leaves: List[Tensor], chunk_size: int):
+    """Per-row gradients of ``ys`` (N,) w.r.t. ``leaves``, chunked.
+
+    Returns:
+        list (per chunk) of (rows, list of (n, *leaf.shape) grads or None).
+    """
+    n = ys.shape[0]
+    out = []
+    for s in range(0, n, chunk_size):
+        rows = torch.arange(s, min(n, s + chunk_size), device=ys.device)
+        eye = torch.zeros(len(rows), n, device=ys.device, dtype=ys.dtype)
+        eye[torch.arange(len(rows)), rows] = 1
+        try:
+            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
+                                     is_grads_batched=True,
+                                     retain_graph=True, allow_unused=True)
+        except RuntimeError:
+            # vmap over the backward failed for some op: loop instead
+            per = [
+                torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
+                                    allow_unused=True) for r in rows
+            ]
+            gs = [
+                None if per[0][k] is None else torch.stack(
+                    [p[k] for p in per]) for k in range(len(leaves))
+            ]
+        out.append((rows, list(gs)))
+    return out
+
+
+def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
+                     level_ids: Tensor, loc_inds: Tensor, labels: Tensor,
+                     targets: Sequence[Target], layer: Optional[str] = None,
+                     smoothing='gaussian', grad_mode='pos_relu',
+                     chunk_size: int = 16, boxes: Optional[Tensor] = None,
+                     hooks: Optional[HookList] = None, grad_weights=None):
+    """Exact per-candidate maps by (chunked, batched) autograd.
+
+    ``layer=None``: each candidate's own FPN level; ``'neck'``/any module
+    name: that module's output (all of its maps, summed after rendering).
+    The model's parameters should not require grad (see ``model_guard``).
+
+    Returns:
+        tuple: ``pieces`` dict target -> list of pieces, and the decoded
+        candidate boxes (N, 4) in input pixels.
+    """
+    smoothing = parse_smoothing(smoothing).value
+    grad_mode = parse_grad_mode(grad_mode)
+    head = model.bbox_head
+    own = hooks is None
+    hooks = hooks or HookList()
+    store: Dict = {}
+    handle = None
+    try:
+        if layer is not None:
+            module = resolve_module(model, layer)
+
+            def hook(mod, inp, out):
+                new, leaves = _as_leaves(out)
+                store.setdefault('leaves', []).extend(leaves)
+                return new
+
+            handle = hooks.forward(module, hook)
+        with torch.enable_grad():
+            if layer is None:
+                with torch.no_grad():
+                    feats = model.extract_feat(inputs)
+                feats = [f.detach().requires_grad_(True) for f in feats]
+                leaves = feats
+            else:
+                feats = model.extract_feat(inputs)
+            outs = head(feats)
+            leaves = leaves if layer is None else store.get('leaves')
+            if not leaves:
+                raise ValueError(
+                    f'Layer {layer!r} is not used when computing the '
+                    f'detections; the detections do not depend on it')
+            mlvl_priors = _mlvl_priors(head, feats)
+            strides = _level_strides(head)
+            a = _num_priors(head)
+            n = labels.shape[0]
+            st = feats[0].new_zeros(n)
+            order = []
+            parts = [[] for _ in outs]
+            pri_parts = []
+            for lvl in level_ids.unique().tolist():
+                rows = (level_ids == lvl).nonzero().squeeze(1)
+                cells = loc_inds[rows] // a
+                w = feats[lvl].shape[-1]
+                for k, o in enumerate(outs):
+                    parts[k].append(o[lvl][img_inds[rows], :, cells // w,
+                                           cells % w])
+                pri_parts.append(mlvl_priors[lvl][loc_inds[rows]])
+                st[rows] = strides[lvl][1]
+                order.append(rows)
+            order = torch.cat(order)
+            inv = torch.empty_like(order)
+            inv[order] = torch.arange(len(order), device=order.device)
+            vecs = [torch.cat(p)[inv] for p in parts]
+            pri = torch.cat(pri_parts)[inv]
+            ys = candidate_scalars(head, vecs[0], vecs[1],
+                                   vecs[2] if len(vecs) > 2 else None,
+                                   loc_inds % a, labels, pri, st)
+            dec = ys.pop('boxes').detach()
+            sb = dec if boxes is None else boxes.to(dec)
+            pad = tuple(inputs.shape[-2:])
+            pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
+            for t in targets:
+                for rows, gs in batched_grads(ys[t], leaves, chunk_size):
+                    if layer is None:
+                        use = [(k, gs[k]) for k in range(len(leaves))]
+                    else:
+                        use = [(k, g) for k, g in enumerate(gs)
+                               if g is not None]
+                    if not use:
+                        raise ValueError(
+                            f'The detections do not depend on layer '
+                            f'{layer!r} (no gradient reaches it)')
+                    for k, g in use:
+                        leaf = leaves[k]
+                        if g is None or leaf.dim() != 4:
+                            continue
+                        sel = rows
+                        if layer is None:
+                            keep = level_ids[rows] == k
+                            if not keep.any():
+                                continue
+                            sel = rows[keep]
+                            g = g[keep]
+                        g = g[torch.arange(len(sel)), img_inds[sel]]
+                        h, w = leaf.shape[-2:]
+                        stride = (pad[0] / h, pad[1] / w)
+                        if layer is None:
+                            stride = strides[k]
+                        if smoothing == 'gaussian':
+                            b = sb[sel]
+                            wh = torch.stack([(b[:, 2] - b[:, 0]) / stride[1],
+                                              (b[:, 3] - b[:, 1]) / stride[0]],
+                                             1)
+                            g = gaussian_smooth(g, box_sigmas(wh))
+                        a_sel = leaf.detach()[img_inds[sel]]
+                        if grad_weights is not None:  # Grad-CAM(++)
+                            g = grad_weights(g, a_sel)
+                        m = apply_grad_mode(odam_raw(g, a_sel), grad_mode)
+                        pieces[t].append((sel, stride, m.detach()))
+    finally:
+        if handle is not None:
+            handle.remove()
+        if own:
+            hooks.remove()
+    return pieces, dec
+
+
+# ----------------------------------------------------------------------
+# candidate tracking prediction
+# ----------------------------------------------------------------------
+
+
+def tracked_predict_by_feat(head, cls_scores, bbox_preds, score_factors=None,
+                            batch_img_metas=None, cfg=None, rescale=False,
+                            with_nms=True, feats=None) -> List[InstanceData]:
+    """mmdet ``BaseDenseHead.predict_by_feat`` that also records
+    ``level_ids``, ``loc_inds`` and ``cand_inds`` of every kept row.
+
+    ``feats`` (FPN levels) are needed when ``cfg.nms.type == 'odam_nms'``.
+    """
+    from mmdet.models.utils import select_single_mlvl
+    num_levels = len(cls_scores)
+    sizes = [cls_scores[i].shape[-2:] for i in range(num_levels)]
+    mlvl_priors = head.prior_generator.grid_priors(
+        sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
+    results = []
+    for img_id, meta in enumerate(batch_img_metas):
+        cls_list = select_single_mlvl(cls_scores, img_id, detach=True)
+        box_list = select_single_mlvl(bbox_preds, img_id, detach=True)
+        if score_factors is not None:
+            fac_list = select_single_mlvl(score_factors, img_id, detach=True)
+        else:
+            fac_list = [None] * num_levels
+        results.append(
+            tracked_predict_single(head, cls_list, box_list, fac_list,
+                                   mlvl_priors, meta, cfg, rescale, with_nms,
+                                   feats, img_id))
+    return results
+
+
+def tracked_predict_single(head, cls_score_list, bbox_pred_list,
+                           score_factor_list, mlvl_priors, img_meta, cfg,
+                           rescale=False, with_nms=True, feats=None,
+                           img_id=0) -> InstanceData:
+    """Mirror of ``BaseDenseHead._predict_by_feat_single`` with tracking."""
+    from mmdet.models.utils import filter_scores_and_topk
+    from mmdet.structures.bbox import cat_boxes
+    with_factors = score_factor_list[0] is not None
+    cfg = ConfigDict(copy.deepcopy(head.test_cfg if cfg is None else cfg))
+    img_shape = img_meta['img_shape']
+    nms_pre = cfg.get('nms_pre', -1)
+    boxes_l, priors_l, scores_l, labels_l, facs_l = [], [], [], [], []
+    lvl_l, loc_l = [], []
+    for lvl, (cls_score, bbox_pred, fac, priors) in enumerate(
+            zip(cls_score_list, bbox_pred_list, score_factor_list,
+                mlvl_priors)):
+        dim = head.bbox_coder.encode_size
+        bbox_pred = bbox_pred.permute(1, 2, 0).reshape(-1, dim)
+        if with_factors:
+            fac = fac.permute(1, 2, 0).reshape(-1).sigmoid()
+        cls_score = cls_score.permute(1, 2,
+                                      0).reshape(-1, head.cls_out_channels)
+        if getattr(head.loss_cls, 'custom_cls_channels', False):
+            scores = head.loss_cls.get_activation(cls_score)
+        elif head.use_sigmoid_cls:
+            scores = cls_score.sigmoid()
+        else:
+            scores = cls_score.softmax(-1)[:, :-1]
+        scores, labels, keep, filt = filter_scores_and_topk(
+            scores, cfg.get('score_thr', 0), nms_pre,
+            dict(bbox_pred=bbox_pred, priors=priors))
+        boxes_l.append(filt['bbox_pred'])
+        priors_l.append(filt['priors'])
+        scores_l.append(scores)
+        labels_l.append(labels)
+        lvl_l.append(torch.full_like(keep, lvl))
+        loc_l.append(keep)
+        if with_factors:
+            facs_l.append(fac[keep])
+    bbox_pred = torch.cat(boxes_l)
+    priors = cat_boxes(priors_l)
+    bboxes = head.bbox_coder.decode(priors, bbox_pred, max_shape=img_shape)
+    res = InstanceData()
+    res.bboxes = bboxes
+    res.scores = torch.cat(scores_l)
+    res.labels = torch.cat(labels_l)
+    res.level_ids = torch.cat(lvl_l)
+    res.loc_inds = torch.cat(loc_l)
+    res.cand_inds = torch.arange(len(res.scores), device=res.scores.device)
+    if with_factors:
+        res.score_factors = torch.cat(facs_l)
+    return tracked_post_process(head, res, cfg, rescale, with_nms, img_meta,
+                                feats, img_id)
+
+
+def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
+                         img_meta=None, feats=None, img_id=0):
+    """Mirror of ``BaseDenseHead._bbox_post_process`` (tracking fields ride
+    along); with ``cfg.nms.type == 'odam_nms'`` runs Odam-NMS on ODAM ``cls``
+    maps of all candidates and stores ``results.odam_maps``."""
+    from mmdet.structures.bbox import get_box_tensor, get_box_wh, scale_boxes
+    input_boxes = get_box_tensor(results.bboxes).clone()
+    if rescale:
+        scale_factor = [1 / s for s in img_meta['scale_factor']]
+        results.bboxes = scale_boxes(results.bboxes, scale_factor)
+    results.input_bboxes = input_boxes
+    if hasattr(results, 'score_factors'):
+        fac = results.pop('score_factors')
+        results.scores = results.scores * fac
+    if cfg.get('min_bbox_size', -1) >= 0:
+        w, h = get_box_wh(results.bboxes)
+        valid = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
+        if not valid.all():
+            results = results[valid]
+    if with_nms and results.bboxes.numel() > 0:
+        bboxes = get_box_tensor(results.bboxes)
+        nms_cfg = cfg.nms
+        if nms_cfg.get('type') == 'odam_nms':
+            from ..nms.odam_nms import batched_odam_nms, nms_map_size
+            if feats is None:
+                raise ValueError('odam_nms needs the FPN features')
+            n = len(results)
+            maps = dense_candidate_maps(
+                head, feats, torch.full_like(results.labels, img_id),
+                results.level_ids, results.loc_inds, results.labels, 'cls',
+                out_size=nms_map_size(img_meta['img_shape']),
+                boxes=results.input_bboxes,
+                pad_shape=img_meta.get('batch_input_shape'))
+            assert maps.shape[0] == n
+            det, keep = batched_odam_nms(bboxes, results.scores,
+                                         results.labels, maps.detach(),
+                                         nms_cfg)
+            results = results[keep]
+            results.odam_maps = maps.detach()[keep]
+        else:
+            det, keep = batched_nms(bboxes.float(), results.scores.float(),
+                                    results.labels, nms_cfg)
+            results = results[keep]
+        results.scores = det[:, -1].to(results.scores)
+        results = results[:cfg.max_per_img]
+    return results
+
+
+class OdamDenseHeadMixin:
+    """Candidate tracking (and Odam-NMS) for mmdet dense heads.
+
+    ``predict`` results carry ``level_ids``, ``loc_inds``, ``cand_inds``
+    (and ``odam_maps`` with ``test_cfg.nms.type='odam_nms'``).
+    """
+
+    def predict(self, x, batch_data_samples, rescale: bool = False):
+        self._odam_feats = x
+        try:
+            return super().predict(x, batch_data_samples, rescale=rescale)
+        finally:
+            self._odam_feats = None
+
+    def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
+                        batch_img_metas=None, cfg=None, rescale=False,
+                        with_nms=True):
+        return tracked_predict_by_feat(
+            self, cls_scores, bbox_preds, score_factors, batch_img_metas,
+            cfg, rescale, with_nms, getattr(self, '_odam_feats', None))
+
+
+# ----------------------------------------------------------------------
+# explainer
+# ----------------------------------------------------------------------
+
+
+def _box_iou(a: Tensor, b: Tensor) -> Tensor:
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
+
+
+@EXPLAINERS.register_module(name='odam_dense')
+class DenseHeadExplainer(BaseExplainer):
+    """ODAM for single-stage detectors with FCOS / RetinaNet / ATSS-like
+    heads (``model.bbox_head``).
+
+    Default layer: the FPN level that produced each detection, through the
+    batched patch path (exact for heads without GroupNorm; frozen GN
+    statistics otherwise, see module doc). ``exact=True`` or a ``layer``
+    (``'neck'`` = every FPN level, summed after rendering; any module name,
+    e.g. ``'backbone.layer3'``) uses chunked autograd, which is exact.
+    """
+
+    def check_layer(self, layer):
+        if layer in (None, 'fpn_level'):
+            return None
+        return super().check_layer(layer)
+
+    @property
+    def head(self):
+        return self.model.bbox_head
+
+    def _explain(self, inputs, data_samples, hooks, score_thr, topk, boxes,
+                 labels):
+        model, head = self.model, self.head
+        metas = [ds.metainfo for ds in data_samples]
+        with torch.no_grad():
+            feats = model.extract_feat(inputs)
+            outs, stats = head_forward_with_stats(head, feats)
+        n_img = len(metas)
+        rows = []  # per image: dict of candidate fields
+        if boxes is None:
+            cfg = head.test_cfg
+            res = tracked_predict_by_feat(head, *outs, batch_img_metas=metas,
+                                          cfg=cfg, rescale=True,
+                                          feats=feats)
+            for i, r in enumerate(res):
+                keep = r.scores >= score_thr
+                r = r[keep]
+                order = r.scores.argsort(descending=True)[:topk]
+                r = r[order]
+                rows.append(
+                    dict(bboxes=r.bboxes, scores=r.scores, labels=r.labels,
+                         level_ids=r.level_ids, loc_inds=r.loc_inds,
+                         cand_inds=r.cand_inds, input_bboxes=r.input_bboxes))
+        else:
+            for i in range(n_img):
+                lab = None if labels is None else labels[i]
+                rows.append(self._match_boxes(outs, feats, metas[i], i,
+                                              boxes[i], lab))
+        counts = [len(r['scores']) for r in rows]
+        cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+        img_inds = torch.cat([
+            torch.full((c, ), i, dtype=torch.long, device=inputs.device)
+            for i, c in enumerate(counts)
+        ])
+        layer_name = self.layer or 'fpn_level'
+        n = int(sum(counts))
+        if n == 0:
+            return [
+                Explanation.empty(self.targets, m['ori_shape'],
+                                  img_path=m.get('img_path'),
+                                  method=self.method, layer=layer_name)
+                for m in metas
+            ]
+        grad_weights = getattr(self, 'grad_weights', None)
+        use_exact = self.exact or self.layer is not None or \
+            grad_weights is not None or \
+            not supports_patch_path(head)
+        if use_exact:
+            pieces, _ = exact_level_maps(
+                model, inputs, img_inds, cat['level_ids'], cat['loc_inds'],
+                cat['labels'], self.scalar_targets, self.layer,
+                self.smoothing, self.grad_mode, self.chunk_size,
+                cat['input_bboxes'], hooks, grad_weights)
+        else:
+            pieces, _ = patch_level_maps(
+                head, feats, img_inds, cat['level_ids'], cat['loc_inds'],
+                cat['labels'], self.scalar_targets, self.smoothing,
+                self.grad_mode, False, cat['input_bboxes'], stats)
+        results = []
+        start = 0
+        for i, m in enumerate(metas):
+            sel = torch.arange(start, start + counts[i], device=inputs.device)
+            start += counts[i]
+            raw = {
+                t: self._render_image(pieces[t], sel, m)
+                for t in self.scalar_targets
+            }
+            maps = self.finalize_maps(raw)
+            results.append(
+                Explanation(
+                    bboxes=cat['bboxes'][sel].detach().cpu(),
+                    scores=cat['scores'][sel].detach().cpu(),
+                    labels=cat['labels'][sel].detach().cpu(),
+                    candidate_inds=cat['cand_inds'][sel].detach().cpu(),
+                    maps={k: v.cpu() for k, v in maps.items()},
+                    img_path=m.get('img_path'),
+                    ori_shape=tuple(int(v) for v in m['ori_shape'][:2]),
+                    method=self.method,
+                    layer=layer_name,
+                    level_ids=cat['level_ids'][sel].detach().cpu()))
+        return results
+
+    @staticmethod
+    def _render_image(pieces: List[Piece], sel: Tensor, meta) -> Tensor:
+        """Sum the pieces of rows ``sel`` into (len(sel), H_ori, W_ori)."""
+        h, w = (int(v) for v in meta['ori_shape'][:2])
+        dtype = pieces[0][2].dtype if pieces else torch.float32
+        out = torch.zeros(len(sel), h, w, device=sel.device, dtype=dtype)
+        if len(sel) == 0:
+            return out
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        for rows, stride, maps in pieces:
+            keep = (rows >= lo) & (rows < hi)
+            if not keep.any():
+                continue
+            r = level_to_image(maps[keep].detach(), stride,
+                               meta['img_shape'][:2], (h, w),
+                               meta.get('scale_factor'))
+            out.index_add_(0, rows[keep] - lo, r.to(out))
+        return out
+
+    def _match_boxes(self, outs, feats, meta, img_id, boxes, labels):
+        """Best pre-NMS candidate (any prior of any level) for given boxes:
+        max IoU with the prior's decoded box, ties broken by score."""
+        head = self.head
+        boxes = torch.as_tensor(boxes, dtype=torch.float32,
+                                device=feats[0].device).reshape(-1, 4)
+        h, w = (float(v) for v in meta['ori_shape'][:2])
+        bad = (boxes[:, 0] < -1) | (boxes[:, 1] < -1) | \
+            (boxes[:, 2] > w + 1) | (boxes[:, 3] > h + 1) | \
+            (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bad.any():
+            raise ValueError(
+                f'Box {boxes[bad][0].tolist()} is outside the image '
+                f'(width {w:g}, height {h:g}) or empty; boxes are xyxy in '
+                f'original-image pixels')
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long,
+                                     device=boxes.device).reshape(-1)
+            if labels.numel() != boxes.shape[0]:
+                raise ValueError('labels must have one entry per box')
+            nc = head.num_classes
+            if labels.numel() and (labels.min() < 0 or labels.max() >= nc):
+                raise ValueError(f'labels must be in [0, {nc})')
+        cfg = ConfigDict(copy.deepcopy(head.test_cfg))
+        cfg.score_thr = 0.0
+        cfg.nms_pre = -1
+        from mmdet.models.utils import select_single_mlvl
+        n_lvl = len(outs[0])
+        with torch.no_grad():
+            # every (prior, class) pair before any threshold, no NMS
+            lists = [select_single_mlvl(o, img_id, detach=True) for o in outs]
+            if len(lists) < 3:
+                lists.append([None] * n_lvl)
+            allc = tracked_predict_single(head, lists[0], lists[1], lists[2],
+                                          _mlvl_priors(head, feats), meta,
+                                          cfg, rescale=True, with_nms=False)
+        sf = meta.get('scale_factor', (1.0, 1.0))
+        pred = allc.bboxes
+        iou = _box_iou(boxes, pred)  # (K, M)
+        out = dict(bboxes=[], scores=[], labels=[], level_ids=[],
+                   loc_inds=[], cand_inds=[], input_bboxes=[])
+        for k in range(boxes.shape[0]):
+            ok = torch.ones_like(allc.scores, dtype=torch.bool)
+            if labels is not None:
+                ok = allc.labels == labels[k]
+            key = torch.where(ok, iou[k], torch.full_like(iou[k], -1.0))
+            best = key.max()
+            cand = ((key >= best - 1e-6) & ok).nonzero().squeeze(1)
+            j = cand[allc.scores[cand].argmax()]
+            out['bboxes'].append(boxes[k])
+            out['scores'].append(allc.scores[j])
+            out['labels'].append(allc.labels[j])
+            out['level_ids'].append(allc.level_ids[j])
+            out['loc_inds'].append(allc.loc_inds[j])
+            out['cand_inds'].append(allc.cand_inds[j])
+            out['input_bboxes'].append(
+                boxes[k] * boxes.new_tensor([sf[0], sf[1], sf[0], sf[1]]))
+        if boxes.shape[0] == 0:
+            dev = boxes.device
+            return dict(bboxes=boxes, scores=boxes.new_zeros(0),
+                        labels=torch.zeros(0, dtype=torch.long, device=dev),
+                        level_ids=torch.zeros(0, dtype=torch.long, device=dev),
+                        loc_inds=torch.zeros(0, dtype=torch.long, device=dev),
+                        cand_inds=torch.zeros(0, dtype=torch.long, device=dev),
+                        input_bboxes=boxes)
+        return {k: torch.stack(v) for k, v in out.items()}

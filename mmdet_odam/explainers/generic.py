@@ -1,0 +1,365 @@
+"""Exact ODAM for any mmdet detector by autograd (DETR/DINO, YOLOX, RTMDet,
+Cascade R-CNN, ...), also the reference of the batched paths.
+
+The detector's own ``predict`` runs with gradients enabled while a temporary
+forward hook replaces the chosen layer's output by leaf tensors that require
+grad. Each detection's target (its reported score, or a signed coordinate of
+its reported box) stays differentiable through mmdet's indexing; mmdet's
+``select_single_mlvl(..., detach=True)`` (dense heads' ``predict_by_feat``)
+is switched to ``detach=False`` for the call. Gradients of all detections
+come from chunked ``torch.autograd.grad(..., is_grads_batched=True)`` (one
+row per detection and target; falls back to one backward per row for ops
+without a vmap rule, e.g. mmcv's RoIAlign or deformable attention).
+
+Layer: ``None`` = the neck outputs (all levels) or, without a neck, the last
+backbone output; any module name (all tensors it outputs). The map of a
+detection is f(sum_c Phi(G)_c * A_c) on every level of the layer, each
+rendered on the original image and **summed** over levels (as the dense
+explainer does for multi-level layers; a level the target does not depend on
+contributes 0). Box targets use the reported (possibly clipped) box, in
+network-input pixels: a coordinate clipped to the image border has a zero
+gradient.
+"""
+import math
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..core import (apply_grad_mode, box_sigmas, gaussian_smooth,
+                    level_to_image, odam_raw)
+from .base import BaseExplainer, resolve_module
+from .builder import EXPLAINERS
+from .results import Explanation
+from .targets import Target, parse_grad_mode, parse_smoothing
+
+#: A rendered-level piece: (rows (n,), stride (sy, sx), maps (n, h, w)).
+Piece = Tuple[Tensor, Tuple[float, float], Tensor]
+
+
+def infer_stride(pad: int, size: int) -> float:
+    """Stride of a level of ``size`` cells over ``pad`` input pixels: the
+    power of two ``s`` with ``ceil(pad / s) == size`` if any, else
+    ``pad / size``."""
+    for k in range(0, 9):
+        if math.ceil(pad / 2**k) == size:
+            return float(2**k)
+    return float(pad) / float(size)
+
+
+def _chunk_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor):
+    """Gradients of ``ys[rows]`` w.r.t. ``leaves``: list of (n, *leaf.shape)
+    or None (leaf unused). Batched with vmap, else one backward per row."""
+    n = len(rows)
+    eye = ys.new_zeros(n, ys.shape[0])
+    eye[torch.arange(n, device=ys.device), rows] = 1
+    try:
+        gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
+                                 is_grads_batched=True, retain_graph=True,
+                                 allow_unused=True)
+        return list(gs)
+    except (RuntimeError, NotImplementedError):
+        per = [
+            torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
+                                allow_unused=True) for r in rows
+        ]
+        return [
+            None if per[0][k] is None else torch.stack([p[k] for p in per])
+            for k in range(len(leaves))
+        ]
+
+
+def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
+                  pad_shape: Sequence[int], boxes: Optional[Tensor] = None,
+                  smoothing='gaussian', grad_mode='pos_relu',
+                  chunk_size: int = 16,
+                  strides: Optional[Sequence[Tuple[float, float]]] = None,
+                  layer_name: str = 'layer') -> List[Piece]:
+    """Exact ODAM maps of many scalar targets by chunked batched autograd.
+
+    Args:
+        ys (Tensor): (N,) scalar targets, differentiable w.r.t. ``leaves``
+            (the graph is retained).
+        leaves (list[Tensor]): feature maps (B, C, h_l, w_l) that require
+            grad (e.g. a layer's outputs replaced by leaves in a hook).
+        img_inds (Tensor): (N,) image of each target in the batch.
+        pad_shape (tuple): (H, W) padded network input.
+        boxes (Tensor, optional): (N, 4) boxes in input pixels that set the
+            Gaussian kernel (needed for ``smoothing='gaussian'``).
+        smoothing, grad_mode: see :mod:`mmdet_odam.explainers.targets`.
+        chunk_size (int): targets per batched backward (memory bound:
+            chunk_size x sum of leaf sizes).
+        strides (list, optional): (sy, sx) per leaf; default
+            :func:`infer_stride` from ``pad_shape``.
+        layer_name (str): for error messages.
+
+    Returns:
+        list[Piece]: ``(rows, (sy, sx), maps (n, h_l, w_l))`` raw maps per
+        chunk and leaf (render with :func:`level_to_image` and sum).
+
+    Raises:
+        ValueError: if no target depends on any leaf.
+    """
+    smoothing = parse_smoothing(smoothing).value
+    grad_mode = parse_grad_mode(grad_mode)
+    if smoothing == 'gaussian' and boxes is None:
+        raise ValueError("smoothing='gaussian' needs the boxes")
+    if ys.dim() != 1:
+        raise ValueError(f'ys must be 1-D, got shape {tuple(ys.shape)}')
+    if not ys.requires_grad:
+        raise ValueError('the targets do not depend on the explained layer '
+                         f'{layer_name!r} (no autograd graph)')
+    if strides is None:
+        strides = [(infer_stride(pad_shape[0], lf.shape[-2]),
+                    infer_stride(pad_shape[1], lf.shape[-1]))
+                   for lf in leaves]
+    pieces: List[Piece] = []
+    used = False
+    for s in range(0, ys.shape[0], int(chunk_size)):
+        rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
+                            device=ys.device)
+        gs = _chunk_grads(ys, leaves, rows)
+        for k, g in enumerate(gs):
+            if g is None or leaves[k].dim() != 4:
+                continue
+            used = True
+            g = g[torch.arange(len(rows), device=g.device), img_inds[rows]]
+            st = strides[k]
+            if smoothing == 'gaussian':
+                b = boxes[rows].detach().float()
+                wh = torch.stack([(b[:, 2] - b[:, 0]) / st[1],
+                                  (b[:, 3] - b[:, 1]) / st[0]], 1)
+                wh = torch.nan_to_num(wh, nan=0.0, posinf=1e4, neginf=0.0)
+                g = gaussian_smooth(g, box_sigmas(wh))
+            a = leaves[k].detach()[img_inds[rows]]
+            m = apply_grad_mode(odam_raw(g, a), grad_mode)
+            pieces.append((rows, st, m.detach()))
+    if not used and ys.shape[0] > 0:
+        raise ValueError(f'The detections do not depend on layer '
+                         f'{layer_name!r} (no gradient reaches it)')
+    return pieces
+
+
+def render_pieces(pieces: Sequence[Piece], n: int, meta: dict) -> Tensor:
+    """Sum pieces into (n, H_ori, W_ori) maps of one image."""
+    h, w = (int(v) for v in meta['ori_shape'][:2])
+    out = None
+    for rows, stride, maps in pieces:
+        r = level_to_image(maps, stride, meta['img_shape'][:2], (h, w),
+                           meta.get('scale_factor'))
+        if out is None:
+            out = r.new_zeros(n, h, w)
+        out = out.index_add(0, rows, r)
+    return out if out is not None else torch.zeros(n, h, w)
+
+
+def _leaves_of(out) -> Tuple[object, List[Tensor]]:
+    """Replace a module output (tensor, tuple/list of tensors) by leaves."""
+    if isinstance(out, Tensor):
+        leaf = out.detach().requires_grad_(True)
+        return leaf, [leaf]
+    if isinstance(out, (tuple, list)) and out and all(
+            isinstance(o, Tensor) for o in out):
+        leaves = [o.detach().requires_grad_(True) for o in out]
+        return type(out)(leaves), leaves
+    raise ValueError(f'layer output of type {type(out).__name__} cannot be '
+                     'explained; choose a layer that outputs feature maps')
+
+
+@contextmanager
+def keep_head_grads(enabled: bool = True):
+    """Make mmdet's ``select_single_mlvl`` keep gradients during the block
+    (dense heads' ``predict_by_feat`` detach per-image outputs). Not for
+    two-stage detectors, whose RPN proposals are detached by design."""
+    import sys
+    if not enabled:
+        yield
+        return
+
+    from mmdet.models.utils import misc
+    orig = misc.select_single_mlvl
+
+    def no_detach(mlvl_tensors, batch_id, detach=True):
+        return orig(mlvl_tensors, batch_id, detach=False)
+
+    patched = []
+    for name, mod in list(sys.modules.items()):
+        if name.startswith('mmdet') and mod is not None and getattr(
+                mod, 'select_single_mlvl', None) is orig:
+            setattr(mod, 'select_single_mlvl', no_detach)
+            patched.append(mod)
+    try:
+        yield
+    finally:
+        for mod in patched:
+            setattr(mod, 'select_single_mlvl', orig)
+
+
+def _box_iou(a: Tensor, b: Tensor) -> Tensor:
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
+
+
+def check_boxes(boxes, ori_shape, device=None) -> Tensor:
+    """(K, 4) xyxy boxes inside the image (1 px tolerance), else
+    ``ValueError``."""
+    b = torch.as_tensor(boxes, dtype=torch.float32,
+                        device=device).reshape(-1, 4)
+    h, w = (float(v) for v in ori_shape[:2])
+    bad = (b[:, 0] < -1) | (b[:, 1] < -1) | (b[:, 2] > w + 1) | \
+        (b[:, 3] > h + 1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if bool(bad.any()):
+        raise ValueError(
+            f'Box {b[bad][0].tolist()} is outside the image (width {w:g}, '
+            f'height {h:g}) or empty; boxes are xyxy in original-image '
+            'pixels')
+    return b
+
+
+def match_boxes(cand_boxes: Tensor, cand_scores: Tensor, cand_labels: Tensor,
+                boxes: Tensor, labels=None) -> Tensor:
+    """Index of the best candidate per given box: max IoU (restricted to
+    ``labels`` when given), ties (within 1e-6) broken by score."""
+    if len(cand_boxes) == 0:
+        raise ValueError('the detector produced no candidates to match the '
+                         'given boxes')
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long,
+                                 device=boxes.device).reshape(-1)
+        if labels.numel() != boxes.shape[0]:
+            raise ValueError('labels must have one entry per box')
+    iou = _box_iou(boxes, cand_boxes)
+    out = []
+    for k in range(len(boxes)):
+        ok = torch.ones_like(cand_scores, dtype=torch.bool)
+        if labels is not None:
+            ok = cand_labels == labels[k]
+            if not bool(ok.any()):
+                raise ValueError(f'no candidate of class {int(labels[k])} '
+                                 'to match the given box')
+        key = torch.where(ok, iou[k], torch.full_like(iou[k], -1.0))
+        cand = ((key >= key.max() - 1e-6) & ok).nonzero().squeeze(1)
+        out.append(cand[cand_scores[cand].argmax()])
+    return torch.stack(out) if out else torch.zeros(
+        0, dtype=torch.long, device=boxes.device)
+
+
+def target_values(bboxes: Tensor, scores: Tensor, target: Target,
+                  scale_factor=(1.0, 1.0)) -> Tensor:
+    """Scalar targets from reported results: score, or signed coordinate of
+    the box in network-input pixels (``bboxes`` in original pixels)."""
+    if target == Target.CLS:
+        return scores
+    j = {Target.LEFT: 0, Target.TOP: 1, Target.RIGHT: 2,
+         Target.BOTTOM: 3}[target]
+    s = float(scale_factor[j % 2])
+    sign = -1.0 if target in (Target.LEFT, Target.TOP) else 1.0
+    return sign * s * bboxes[:, j]
+
+
+@EXPLAINERS.register_module(name='odam_generic')
+class GenericExplainer(BaseExplainer):
+    """Exact ODAM for any mmdet detector (see module doc).
+
+    Given boxes are matched to the best of the detector's *reported*
+    detections (all of them, before ``score_thr``/``topk``): the generic
+    path has no access to a family's pre-NMS candidates.
+    """
+
+    def default_layer(self) -> str:
+        neck = getattr(self.model, 'neck', None)
+        return 'neck' if neck is not None else 'backbone'
+
+    def _explain(self, inputs, data_samples, hooks, score_thr, topk, boxes,
+                 labels) -> List[Explanation]:
+        model = self.model
+        name = self.layer or self.default_layer()
+        module = resolve_module(model, name)
+        last_only = self.layer is None and name == 'backbone'
+        store: List[List[Tensor]] = []
+
+        def hook(mod, inp, out):
+            new, leaves = _leaves_of(out)
+            store.append(leaves)
+            return new
+
+        hooks.forward(module, hook)
+        two_stage = getattr(model, 'rpn_head', None) is not None
+        with torch.enable_grad(), keep_head_grads(not two_stage):
+            # shallow copies: predict writes pred_instances into them
+            results = model.predict(inputs, [s.new() for s in data_samples],
+                                    rescale=True)
+        hooks.remove()
+        if not store:
+            raise ValueError(f'Layer {name!r} is not called by '
+                             f'{type(model).__name__}.predict; the detections '
+                             'do not depend on it')
+        leaves = [lf for call in store for lf in call]
+        if last_only:
+            leaves = leaves[-1:]
+        pad = tuple(int(v) for v in data_samples[0].metainfo.get(
+            'batch_input_shape', inputs.shape[-2:]))
+        out = []
+        for i, res in enumerate(results):
+            meta = res.metainfo
+            inst = res.pred_instances
+            sf = meta.get('scale_factor', (1.0, 1.0))
+            if boxes is not None:
+                gb = check_boxes(boxes[i], meta['ori_shape'],
+                                 inst.bboxes.device)
+                lab = None if labels is None else labels[i]
+                keep = match_boxes(inst.bboxes.detach(),
+                                   inst.scores.detach(), inst.labels, gb, lab)
+                shown = gb
+            else:
+                keep = torch.nonzero(inst.scores >= score_thr).squeeze(1)
+                keep = keep[torch.argsort(inst.scores[keep].detach(),
+                                          descending=True)][:topk]
+                shown = inst.bboxes[keep].detach()
+            kw = dict(img_path=meta.get('img_path'), layer=name,
+                      method=self.method)
+            if len(keep) == 0:
+                out.append(Explanation.empty(self.targets, meta['ori_shape'],
+                                             **kw))
+                continue
+            raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
+                             name)
+            out.append(Explanation(
+                bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
+                labels=inst.labels[keep].detach().cpu(),
+                candidate_inds=keep.detach().cpu(),
+                maps={k: v.cpu() for k, v in self.finalize_maps(raw).items()},
+                ori_shape=tuple(int(v) for v in meta['ori_shape'][:2]), **kw))
+        return out
+
+    def _maps(self, inst, keep, img_idx, leaves, pad, meta, sf, shown,
+              name) -> Dict[Target, Tensor]:
+        k = len(keep)
+        ys = []
+        for tg in self.scalar_targets:
+            src = inst.scores if tg == Target.CLS else inst.bboxes
+            if not src.requires_grad:
+                what = 'scores' if tg == Target.CLS else 'box coordinates'
+                raise ValueError(
+                    f'{type(self.model).__name__}.predict returns {what} '
+                    f'without a gradient to layer {name!r}; the detections '
+                    'do not depend on it (or this family detaches them)')
+            ys.append(target_values(inst.bboxes[keep], inst.scores[keep], tg,
+                                    sf))
+        ys = torch.cat(ys)
+        t = len(self.scalar_targets)
+        sb = shown.to(ys.device) * shown.new_tensor(
+            [sf[0], sf[1], sf[0], sf[1]]).to(ys.device)
+        img_inds = torch.full((len(ys), ), img_idx, dtype=torch.long,
+                              device=ys.device)
+        pieces = autograd_maps(ys, leaves, img_inds, pad, sb.repeat(t, 1),
+                               self.smoothing, self.grad_mode,
+                               self.chunk_size, layer_name=name)
+        maps = render_pieces(pieces, k * t, meta)
+        return {tg: maps[j * k:(j + 1) * k]
+                for j, tg in enumerate(self.scalar_targets)}

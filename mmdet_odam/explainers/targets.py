@@ -1,0 +1,108 @@
+"""Typed options of an explanation: which scalar is explained (:class:`Target`),
+how the gradient enters the map (:class:`GradMode`, paper App. A.5.6) and how
+the gradient map is smoothed (:class:`Smoothing`, paper Eq. 2)."""
+from enum import Enum
+from typing import Iterable, List, Sequence, Tuple, Type, TypeVar, Union
+
+E = TypeVar('E', bound=Enum)
+
+
+class Target(str, Enum):
+    """Scalar of a detection that is explained.
+
+    ``cls`` is the detection's final score exactly as the detector reports it
+    (FCOS/ATSS: sigmoid(cls) * sigmoid(centerness), RetinaNet: sigmoid(cls),
+    Faster R-CNN: softmax). Box targets are signed so a positive gradient means
+    "grow the box": left = -x1, top = -y1, right = x2, bottom = y2 of the
+    decoded box in pixels of the network input. ``combined`` is the element-wise
+    max of the five normalised maps (paper Sec. 4.1).
+    """
+    CLS = 'cls'
+    LEFT = 'left'
+    TOP = 'top'
+    RIGHT = 'right'
+    BOTTOM = 'bottom'
+    COMBINED = 'combined'
+
+
+#: The five scalar targets whose maps form ``combined``.
+BASE_TARGETS: Tuple[Target, ...] = (Target.CLS, Target.LEFT, Target.TOP,
+                                     Target.RIGHT, Target.BOTTOM)
+BOX_TARGETS: Tuple[Target, ...] = BASE_TARGETS[1:]
+
+
+class GradMode(str, Enum):
+    """How gradients enter H = f(sum_k Phi(g)_k * A_k) (paper App. A.5.6).
+
+    ``pos_relu`` (default, Eq. 2): f = ReLU with g; ``neg_relu``: ReLU with -g
+    (features that shrink the box / lower the score); ``pos_norelu``: no ReLU
+    (signed map); ``abs``: absolute value instead of ReLU.
+    """
+    POS_RELU = 'pos_relu'
+    NEG_RELU = 'neg_relu'
+    POS_NORELU = 'pos_norelu'
+    ABS = 'abs'
+
+
+class Smoothing(str, Enum):
+    """Smoothing Phi of the gradient map: ``gaussian`` (paper Eq. 2, kernel
+    from the box size, see :func:`mmdet_odam.core.box_sigmas`) or ``none``
+    (what the authors' public code does)."""
+    GAUSSIAN = 'gaussian'
+    NONE = 'none'
+
+
+def _parse(enum_cls: Type[E], value, what: str) -> E:
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str):
+        for member in enum_cls:
+            if member.value == value.lower().strip():
+                return member
+    valid = ', '.join(m.value for m in enum_cls)
+    raise ValueError(f'Unknown {what} {value!r}; valid names: {valid}')
+
+
+def parse_target(value: Union[str, Target]) -> Target:
+    """Parse one target name; raises ``ValueError`` listing valid names."""
+    return _parse(Target, value, 'target')
+
+
+def parse_targets(values: Union[str, Target, Iterable]) -> List[Target]:
+    """Parse a target name, a comma separated string or a sequence of names.
+
+    Duplicates are dropped, order is kept. Empty input is an error.
+    """
+    if isinstance(values, (str, Target)):
+        values = [v for v in str(values.value if isinstance(values, Target)
+                                 else values).split(',') if v.strip()]
+    out: List[Target] = []
+    for v in values:
+        t = parse_target(v)
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise ValueError('At least one target is needed; valid names: ' +
+                         ', '.join(m.value for m in Target))
+    return out
+
+
+def expand_targets(targets: Sequence[Target]) -> List[Target]:
+    """Scalar targets that must be computed for ``targets`` (``combined``
+    needs all five)."""
+    need = [t for t in targets if t != Target.COMBINED]
+    if Target.COMBINED in targets:
+        need += [t for t in BASE_TARGETS if t not in need]
+    return need
+
+
+def parse_grad_mode(value: Union[str, GradMode]) -> GradMode:
+    """Parse a gradient mode; raises ``ValueError`` listing valid names."""
+    return _parse(GradMode, value, 'grad_mode')
+
+
+def parse_smoothing(value: Union[str, Smoothing, None]) -> Smoothing:
+    """Parse a smoothing name (``None`` means ``none``)."""
+    if value is None or value is False:
+        return Smoothing.NONE
+    return _parse(Smoothing, value, 'smoothing')

@@ -1,0 +1,21 @@
+"""``OdamFCOSHead``: mmdet ``FCOSHead`` with candidate tracking, Odam-NMS and Odam-Train."""
+from mmdet.models.dense_heads import FCOSHead
+from mmdet.registry import MODELS
+
+from ...explainers.dense import OdamDenseHeadMixin
+from ...nms.odam_nms import check_test_cfg_nms
+from .odam_train_mixin import OdamTrainDenseMixin
+
+
+@MODELS.register_module()
+class OdamFCOSHead(OdamTrainDenseMixin, OdamDenseHeadMixin, FCOSHead):
+    """mmdet ``FCOSHead`` whose predictions carry ``level_ids``,
+    ``loc_inds`` and ``cand_inds`` (see :mod:`mmdet_odam.explainers.dense`),
+    that runs Odam-NMS when ``test_cfg.nms.type == 'odam_nms'`` (kept rows get
+    ``odam_maps``) and accepts ``loss_odam`` (Odam-Train loss config or None).
+    """
+
+    def __init__(self, *args, loss_odam=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
+        check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build

@@ -1,0 +1,489 @@
+# Copyright (c) mmdet-odam contributors. Licensed under the Apache License 2.0.
+"""Odam-NMS (paper Sec. 3.3, App. A.1 Algorithm 1).
+
+Greedy duplicate removal that looks at *what each candidate looked at*: a
+candidate ``p`` (taken by descending score) is a duplicate of an already kept
+detection ``d`` of the same class when
+
+- ``IoU(p, d) >  iou_threshold`` and ``corr(p, d) >= corr_low``   (rule 1), or
+- ``IoU(p, d) <= iou_threshold`` and ``corr(p, d) >  corr_high``  (rule 2),
+
+where ``corr`` is the correlation of the two candidates' ODAM heat maps
+(target: confidence score, resized so the short edge is 50, vectorised; see
+:func:`nms_map_size`). Otherwise it is kept.
+
+Boundary conventions (all chosen so that ``corr_low=0, corr_high=1`` is
+*exactly* mmcv's ``nms``/``batched_nms``, ties included):
+
+- IoU equal to the threshold belongs to the low-IoU branch (rule 2), as in
+  mmcv's ``iou > thr`` test and in the authors' code; Algorithm 1 writes
+  ``IoU >= T_iou`` for rule 1, which differs only on this measure-zero set.
+  The IoU is computed in float32 with the same formula and operation order as
+  mmcv's CPU kernel (no ``+1``), and ``batched_odam_nms`` applies mmcv's
+  class-offset trick, so the numbers compared with the threshold are
+  bit-identical to mmcv's.
+- Rule 1 compares ``corr >= corr_low`` (inclusive, authors' code; Algorithm 1
+  writes ``>``) so that with ``corr_low=0`` a zero correlation (e.g. a vanished
+  map) still suppresses, as classic NMS does.
+- Rule 2 compares ``corr > corr_high`` (strict, Algorithm 1; the authors' code
+  uses ``>=``) so that ``corr_high=1`` switches rule 2 off even for identical
+  maps.
+- ``corr`` is clamped to ``[0, 1]``: a negative Pearson correlation is "no
+  evidence of the same object", i.e. 0.
+
+Correlation types (:class:`CorrType`):
+
+- ``pearson`` (default, the paper's "normalised correlation"): cosine of the
+  *mean-subtracted* vectors. A map with zero variance (all zero or constant)
+  has correlation 0 with everything.
+- ``cosine`` (authors' code, ``pytorch_nms_utils.py``): dot product of the
+  L2-normalised non-negative maps, in [0, 1]. Two maps that are both
+  positive everywhere have a high cosine even when their peaks differ, so
+  ``cosine`` values run higher than ``pearson`` for the same pair. An all-zero
+  map has correlation 0 with everything.
+
+Complexity: IoU matrix ``O(K^2)``; correlations are computed block-wise only
+between kept detections and the candidates still alive after them
+(``O(K_kept * K * D)`` multiply-adds as matrix products, plus ``O(K * B * D)``
+inside blocks of ``B`` candidates), with no Python loop over pairs.
+"""
+import math
+from enum import Enum
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmdet.registry import MODELS
+
+__all__ = [
+    'CorrType', 'OdamNMS', 'odam_nms', 'batched_odam_nms',
+    'check_odam_nms_cfg', 'nms_map_size', 'map_correlation',
+    'normalize_maps', 'pairwise_iou', 'ODAM_NMS_CFG_KEYS',
+    'check_test_cfg_nms'
+]
+
+
+class CorrType(str, Enum):
+    """How two ODAM map vectors are compared."""
+    PEARSON = 'pearson'  # paper: normalised (mean-subtracted) correlation
+    COSINE = 'cosine'  # authors' code: cosine of L2-normalised maps
+
+
+# keys accepted in ``test_cfg.nms`` when ``type == 'odam_nms'``
+ODAM_NMS_CFG_KEYS = ('type', 'iou_threshold', 'corr_low', 'corr_high',
+                     'corr_type', 'max_num', 'split_thr', 'class_agnostic')
+_ODAM_NMS_TYPES = ('odam_nms', 'OdamNMS')
+
+# blocks of candidates processed together by the greedy loop
+_BLOCK = 128
+
+
+def _as_corr_type(corr_type: Union[str, CorrType]) -> CorrType:
+    try:
+        return CorrType(corr_type)
+    except ValueError:
+        raise ValueError(
+            f'corr_type must be one of {[c.value for c in CorrType]}, '
+            f'got {corr_type!r}') from None
+
+
+def _check_unit(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
+    value = float(value)
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(f'{name} must be in [0, 1], got {value}')
+    return value
+
+
+def check_odam_nms_cfg(nms_cfg: Dict) -> None:
+    """Validate an Odam-NMS config dict; raise ``ValueError`` naming the key.
+
+    Accepted keys: ``type`` (``'odam_nms'``), ``iou_threshold``,
+    ``corr_low``, ``corr_high`` (all in [0, 1], ``corr_low <= corr_high``),
+    ``corr_type`` (``'pearson'`` | ``'cosine'``), ``max_num`` (int, <= 0
+    means no cap), ``split_thr`` (accepted for mmcv compatibility, unused),
+    ``class_agnostic`` (bool).
+    """
+    if not isinstance(nms_cfg, dict):
+        raise ValueError(f'nms cfg must be a dict, got {type(nms_cfg)}')
+    unknown = sorted(set(nms_cfg) - set(ODAM_NMS_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'unknown key(s) {unknown} in odam_nms cfg; '
+                         f'allowed: {list(ODAM_NMS_CFG_KEYS)}')
+    nms_type = nms_cfg.get('type', 'odam_nms')
+    if nms_type not in _ODAM_NMS_TYPES:
+        raise ValueError(f"type must be 'odam_nms', got {nms_type!r}")
+    iou = _check_unit('iou_threshold', nms_cfg.get('iou_threshold', 0.5))
+    del iou
+    low = _check_unit('corr_low', nms_cfg.get('corr_low', 0.2))
+    high = _check_unit('corr_high', nms_cfg.get('corr_high', 0.8))
+    if low > high:
+        raise ValueError(f'corr_low ({low}) must be <= corr_high ({high})')
+    _as_corr_type(nms_cfg.get('corr_type', CorrType.PEARSON))
+    max_num = nms_cfg.get('max_num', -1)
+    if isinstance(max_num, bool) or not isinstance(max_num, int):
+        raise ValueError(f'max_num must be an int, got {max_num!r}')
+    split_thr = nms_cfg.get('split_thr', 10000)
+    if isinstance(split_thr, bool) or not isinstance(split_thr, (int, float)):
+        raise ValueError(f'split_thr must be a number, got {split_thr!r}')
+    if not isinstance(nms_cfg.get('class_agnostic', False), bool):
+        raise ValueError('class_agnostic must be a bool, got '
+                         f"{nms_cfg['class_agnostic']!r}")
+
+
+def check_test_cfg_nms(test_cfg: Optional[Dict]) -> None:
+    """Build-time check for heads: validate ``test_cfg['nms']`` when its
+    type is ``'odam_nms'`` (no-op for None or other NMS types)."""
+    if not test_cfg:
+        return
+    nms_cfg = test_cfg.get('nms', None)
+    if isinstance(nms_cfg, dict) and \
+            nms_cfg.get('type') in _ODAM_NMS_TYPES:
+        try:
+            check_odam_nms_cfg(nms_cfg)
+        except ValueError as e:
+            raise ValueError(f'test_cfg.nms: {e}') from None
+
+
+def nms_map_size(img_shape: Sequence[int],
+                 short_edge: int = 50) -> Tuple[int, int]:
+    """Size ``(h_o, w_o)`` of the Odam-NMS map grid for an image ``(h, w)``.
+
+    The short edge becomes ``short_edge`` (paper: 50), the long edge keeps the
+    aspect ratio (rounded, at least 1).
+    """
+    if len(img_shape) < 2:
+        raise ValueError(f'img_shape must be (h, w), got {img_shape!r}')
+    h, w = float(img_shape[0]), float(img_shape[1])
+    if not (h > 0 and w > 0):
+        raise ValueError(f'img_shape must be positive, got {img_shape!r}')
+    if int(short_edge) < 1:
+        raise ValueError(f'short_edge must be >= 1, got {short_edge}')
+    s = int(short_edge) / min(h, w)
+    if h <= w:
+        return int(short_edge), max(1, int(round(w * s)))
+    return max(1, int(round(h * s))), int(short_edge)
+
+
+def pairwise_iou(boxes: Tensor) -> Tensor:
+    """IoU matrix (K, K) of xyxy boxes, float32, no ``+1``.
+
+    Same formula and operation order as mmcv's CPU ``nms`` kernel
+    (``inter / (area_i + area_j - inter)``), so values are bit-identical.
+    """
+    b = boxes.float()
+    x1, y1, x2, y2 = b.unbind(1)
+    area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2[:, None], x2[None]) -
+         torch.maximum(x1[:, None], x1[None])).clamp(min=0)
+    h = (torch.minimum(y2[:, None], y2[None]) -
+         torch.maximum(y1[:, None], y1[None])).clamp(min=0)
+    inter = w * h
+    return inter / (area[:, None] + area[None] - inter)
+
+
+def normalize_maps(maps: Tensor,
+                   corr_type: Union[str, CorrType] = CorrType.PEARSON,
+                   inplace: bool = False) -> Tensor:
+    """Unit vectors (N, D) whose dot products are the correlations.
+
+    Args:
+        maps (Tensor): (N, D) or (N, H, W) map vectors (any scale).
+        corr_type: ``pearson`` (mean-subtracted) or ``cosine``.
+        inplace (bool): reuse ``maps``' memory when it is float32.
+
+    Returns:
+        Tensor: (N, D) float32; rows of zero-variance
+        (pearson) or all-zero (cosine) maps are all zero, so their
+        correlations are 0, never NaN.
+    """
+    corr_type = _as_corr_type(corr_type)
+    x = maps.reshape(maps.shape[0], -1)
+    if x.dtype != torch.float32:
+        x = x.float()
+    elif not inplace or not x.is_contiguous():
+        x = x.clone()
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return x
+    # reductions only (large temporaries are slow on CPU)
+    hi, lo = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
+    if not (torch.isfinite(hi).all() and torch.isfinite(lo).all()):
+        raise ValueError('maps contain NaN or Inf values')
+    # scale-free: divide by the max |value| first (no under/overflow)
+    scale = torch.maximum(hi.abs(), lo.abs())
+    x.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
+    if corr_type is CorrType.PEARSON:
+        x.sub_(x.mean(dim=1, keepdim=True))
+        # residuals of a constant vector are rounding noise (~1e-7 each)
+        zero_tol = 1e-5 * math.sqrt(x.shape[1])
+    else:
+        zero_tol = 0.0
+    norm = x.norm(dim=1, keepdim=True)
+    valid = norm > zero_tol
+    x.div_(torch.where(valid, norm, torch.ones_like(norm)))
+    invalid = torch.nonzero(~valid[:, 0])[:, 0]
+    if invalid.numel():
+        x[invalid] = 0
+    return x
+
+
+def map_correlation(maps_a: Tensor,
+                    maps_b: Optional[Tensor] = None,
+                    corr_type: Union[str, CorrType] = CorrType.PEARSON
+                    ) -> Tensor:
+    """Correlation matrix (Na, Nb) in [0, 1] between map vectors.
+
+    ``maps_b=None`` compares ``maps_a`` with itself. Negative Pearson values
+    are clamped to 0.
+    """
+    za = normalize_maps(maps_a, corr_type)
+    zb = za if maps_b is None else normalize_maps(maps_b, corr_type)
+    return (za @ zb.T).clamp_(0.0, 1.0)
+
+
+class _Rule:
+    """The two duplicate rules for fixed thresholds."""
+
+    def __init__(self, iou_threshold: float, corr_low: float,
+                 corr_high: float):
+        self.t_iou = torch.tensor(iou_threshold, dtype=torch.float32)
+        self.low = corr_low
+        self.high = corr_high
+        # with corr in [0, 1]: rule 1 always fires when corr_low <= 0, rule 2
+        # never fires when corr_high >= 1
+        self.rule1_always = corr_low <= 0.0
+        self.rule2_never = corr_high >= 1.0
+        self.needs_corr = not (self.rule1_always and self.rule2_never)
+
+    def dup(self, high_iou: Tensor, corr: Optional[Tensor]) -> Tensor:
+        """Boolean duplicate matrix from ``IoU > T`` and the correlations."""
+        if not self.needs_corr:
+            return high_iou
+        r1 = high_iou if self.rule1_always else high_iou & (corr >= self.low)
+        if self.rule2_never:
+            return r1
+        return r1 | (~high_iou & (corr > self.high))
+
+
+def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
+                   rule: _Rule) -> np.ndarray:
+    """Greedy Odam-NMS on candidates already sorted by descending score.
+
+    Args:
+        boxes (Tensor): (K, 4) boxes used for IoU.
+        maps (Tensor | None): (K, D) unit vectors (see :func:`normalize_maps`);
+            None when ``rule`` needs no correlation.
+        groups (Tensor): (K,) class ids; only equal ids can suppress.
+        rule (_Rule): thresholds.
+
+    Returns:
+        np.ndarray: (K,) bool, True for kept candidates.
+    """
+    k = boxes.shape[0]
+    keep = np.zeros(k, dtype=bool)
+    if k == 0:
+        return keep
+    high = pairwise_iou(boxes) > rule.t_iou
+    high &= groups[:, None] == groups[None]
+    same = (groups[:, None] == groups[None]) if not rule.rule2_never else None
+    removed = np.zeros(k, dtype=bool)
+
+    def dup_matrix(rows: np.ndarray, c0: int, c1: int) -> np.ndarray:
+        """Duplicate matrix of candidates ``rows`` vs columns ``c0:c1``."""
+        r = torch.from_numpy(rows)
+        hi = high[r, c0:c1]
+        corr = None
+        if rule.needs_corr:
+            # contiguous column slice: no gather of the (D-long) maps
+            corr = (maps[r] @ maps[c0:c1].T).clamp_(0.0, 1.0)
+        d = rule.dup(hi, corr)
+        if same is not None:
+            d &= same[r, c0:c1]
+        return d.numpy()
+
+    for s in range(0, k, _BLOCK):
+        e = min(s + _BLOCK, k)
+        blk = np.nonzero(~removed[s:e])[0] + s
+        if blk.size == 0:
+            continue
+        d = dup_matrix(blk, s, e)[:, blk - s]
+        alive = np.ones(blk.size, dtype=bool)
+        kept_local = []
+        for a in range(blk.size):
+            if not alive[a]:
+                continue
+            kept_local.append(a)
+            alive[a + 1:] &= ~d[a, a + 1:]
+        kept = blk[kept_local]
+        keep[kept] = True
+        if e == k:
+            break
+        c0 = e
+        if rule.rule2_never:
+            # only high-IoU pairs can be duplicates: skip if there are none
+            cand = high[torch.from_numpy(kept), e:].any(0).numpy()
+            cand &= ~removed[e:]
+            if not cand.any():
+                continue
+            c0 = e + int(np.argmax(cand))
+        d = dup_matrix(kept, c0, k)
+        removed[c0:] |= d.any(0)
+    return keep
+
+
+@MODELS.register_module()
+class OdamNMS:
+    """Odam-NMS post-processor (registered as ``OdamNMS`` in mmdet MODELS).
+
+    Args:
+        iou_threshold (float): ``T_iou`` in [0, 1]. Defaults to 0.5.
+        corr_low (float): ``T_low`` in [0, 1]. Defaults to 0.2.
+        corr_high (float): ``T_high`` in [corr_low, 1]. Defaults to 0.8.
+        corr_type (str | CorrType): ``pearson`` (paper, default) or
+            ``cosine`` (authors' code).
+        max_num (int): keep at most this many (<= 0: all). Defaults to -1.
+        class_agnostic (bool): ignore labels. Defaults to False.
+
+    ``__call__(boxes (N,4), scores (N,), labels (N,), maps (N,D)|(N,H,W))``
+    returns ``(dets (K,5), keep (K,))`` like ``mmcv.ops.batched_nms``.
+    """
+
+    def __init__(self,
+                 iou_threshold: float = 0.5,
+                 corr_low: float = 0.2,
+                 corr_high: float = 0.8,
+                 corr_type: Union[str, CorrType] = CorrType.PEARSON,
+                 max_num: int = -1,
+                 class_agnostic: bool = False,
+                 split_thr: Optional[float] = None):
+        check_odam_nms_cfg(
+            dict(iou_threshold=iou_threshold, corr_low=corr_low,
+                 corr_high=corr_high, corr_type=corr_type, max_num=max_num,
+                 class_agnostic=class_agnostic))
+        self.iou_threshold = float(iou_threshold)
+        self.corr_low = float(corr_low)
+        self.corr_high = float(corr_high)
+        self.corr_type = _as_corr_type(corr_type)
+        self.max_num = int(max_num)
+        self.class_agnostic = bool(class_agnostic)
+        self._rule = _Rule(self.iou_threshold, self.corr_low, self.corr_high)
+
+    @classmethod
+    def from_cfg(cls, nms_cfg: Dict) -> 'OdamNMS':
+        """Build from a ``test_cfg.nms`` dict (validated)."""
+        check_odam_nms_cfg(nms_cfg)
+        cfg = {k: v for k, v in nms_cfg.items() if k != 'type'}
+        return cls(**cfg)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(iou_threshold={self.iou_threshold}, '
+                f'corr_low={self.corr_low}, corr_high={self.corr_high}, '
+                f"corr_type='{self.corr_type.value}', max_num={self.max_num})")
+
+    @staticmethod
+    def _check_inputs(boxes: Tensor, scores: Tensor, maps: Tensor,
+                      labels: Optional[Tensor]) -> None:
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f'boxes must be (N, 4), got {tuple(boxes.shape)}')
+        n = boxes.shape[0]
+        if scores.shape != (n, ):
+            raise ValueError(f'scores must be ({n},), got '
+                             f'{tuple(scores.shape)}')
+        if maps.dim() < 1 or maps.shape[0] != n:
+            raise ValueError(f'maps must have {n} rows (one per box), got '
+                             f'{tuple(maps.shape)}')
+        if labels is not None and labels.shape != (n, ):
+            raise ValueError(f'labels must be ({n},), got '
+                             f'{tuple(labels.shape)}')
+
+    def keep_indices(self, boxes: Tensor, scores: Tensor,
+                     labels: Optional[Tensor], maps: Tensor,
+                     boxes_for_iou: Optional[Tensor] = None) -> Tensor:
+        """Kept indices (K,) long, by descending score (no ``max_num``)."""
+        self._check_inputs(boxes, scores, maps, labels)
+        n = boxes.shape[0]
+        device = boxes.device
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long, device=device)
+        # same call as mmcv's kernel: identical tie order
+        order = scores.detach().cpu().sort(0, descending=True)[1]
+        b = (boxes if boxes_for_iou is None else boxes_for_iou)
+        b = b.detach().cpu().float()[order]
+        if labels is None or self.class_agnostic:
+            groups = torch.zeros(n, dtype=torch.long)
+        else:
+            groups = labels.detach().cpu().long()[order]
+        z = None
+        if self._rule.needs_corr:
+            z = maps.detach().reshape(n, -1).cpu()[order]  # a new tensor
+            z = normalize_maps(z, self.corr_type, inplace=True)
+        elif maps.numel() and not (torch.isfinite(maps.amax()) and
+                                   torch.isfinite(maps.amin())):
+            raise ValueError('maps contain NaN or Inf values')
+        keep = _greedy_sorted(b, z, groups, self._rule)
+        return order[torch.from_numpy(keep)].to(device)
+
+    def __call__(self, boxes: Tensor, scores: Tensor, labels: Tensor,
+                 maps: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per-class Odam-NMS; returns ``(dets (K,5), keep (K,))``."""
+        self._check_inputs(boxes, scores, maps, labels)
+        boxes_for_iou = None
+        if not self.class_agnostic and boxes.shape[0] > 0:
+            # mmcv's batched_nms offset trick, for bit-identical IoUs
+            b = boxes.detach().float()
+            max_coordinate = b.max()
+            offsets = labels.to(b) * (max_coordinate + torch.tensor(1).to(b))
+            boxes_for_iou = b + offsets[:, None]
+        keep = self.keep_indices(boxes, scores, labels, maps, boxes_for_iou)
+        if self.max_num > 0:
+            keep = keep[:self.max_num]
+        dets = torch.cat([boxes[keep], scores[keep][:, None]], -1)
+        return dets, keep
+
+
+def odam_nms(boxes: Tensor,
+             scores: Tensor,
+             maps: Tensor,
+             iou_threshold: float = 0.5,
+             corr_low: float = 0.2,
+             corr_high: float = 0.8,
+             corr_type: Union[str, CorrType] = 'pearson') -> Tensor:
+    """Single-class Odam-NMS.
+
+    Args:
+        boxes (Tensor): (N, 4) xyxy.
+        scores (Tensor): (N,).
+        maps (Tensor): (N, D) or (N, H, W) ODAM maps (any scale).
+        iou_threshold, corr_low, corr_high (float): in [0, 1].
+        corr_type (str | CorrType): ``pearson`` | ``cosine``.
+
+    Returns:
+        Tensor: kept indices (K,) long, by descending score. With
+        ``corr_low=0, corr_high=1`` equal to ``mmcv.ops.nms(...)[1]``.
+    """
+    post = OdamNMS(iou_threshold, corr_low, corr_high, corr_type)
+    return post.keep_indices(boxes, scores, None, maps)
+
+
+def batched_odam_nms(boxes: Tensor, scores: Tensor, idxs: Tensor,
+                     maps: Tensor, nms_cfg: Dict) -> Tuple[Tensor, Tensor]:
+    """Per-class Odam-NMS with ``mmcv.ops.batched_nms``'s return format.
+
+    Args:
+        boxes (Tensor): (N, 4) xyxy.
+        scores (Tensor): (N,).
+        idxs (Tensor): (N,) class ids; only equal ids suppress each other.
+        maps (Tensor): (N, D) or (N, H, W) ODAM maps.
+        nms_cfg (dict): ``type='odam_nms'``, ``iou_threshold``, ``corr_low``,
+            ``corr_high``, ``corr_type``, optional ``max_num`` (honoured),
+            ``class_agnostic`` (honoured), ``split_thr`` (ignored: the loop
+            is per class anyway).
+
+    Returns:
+        tuple: ``dets (K, 5)`` = (x1, y1, x2, y2, score) and ``keep (K,)``
+        indices into the inputs, by descending score.
+    """
+    return OdamNMS.from_cfg(nms_cfg)(boxes, scores, idxs, maps)

