@@ -19,7 +19,7 @@ MAX_JOBS ?= 2
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 REQ_FILES := requirements/runtime.txt requirements/mminstall.txt \
-	requirements/tests.txt setup.py
+	requirements/tests.txt requirements/optional.txt setup.py
 STAMP := $(VENV)/.installed-$(shell { cat $(REQ_FILES); \
 	echo '$(TORCH_SPEC) $(MMCV_SPEC)'; } | sha1sum | cut -c1-12)
 
@@ -47,9 +47,10 @@ $(STAMP):
 		$(PIP) install "setuptools<70" wheel ninja && \
 		MMCV_WITH_OPS=1 MAX_JOBS=$(MAX_JOBS) $(PIP) install \
 			--no-build-isolation "$(MMCV_SPEC)" && \
-		$(PIP) install --upgrade setuptools || exit 1; \
+		$(PIP) install --upgrade "setuptools<81" || exit 1; \
 	fi
 	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
+	$(PIP) install --no-deps -r requirements/optional.txt
 	$(PIP) install -e . --no-deps
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -42,12 +42,10 @@ setup(
     packages=find_packages(include=['mmdet_odam', 'mmdet_odam.*']),
     python_requires='>=3.8',
     install_requires=parse_requirements('requirements/runtime.txt'),
+    # requirements/optional.txt is not an extra: it must be installed with
+    # --no-deps (see the file).
     extras_require={
-        'all': parse_requirements('requirements/runtime.txt') +
-        parse_requirements('requirements/tests.txt') +
-        parse_requirements('requirements/optional.txt'),
         'tests': parse_requirements('requirements/tests.txt'),
-        'optional': parse_requirements('requirements/optional.txt'),
         'mim': parse_requirements('requirements/mminstall.txt'),
     },
     zip_safe=False)

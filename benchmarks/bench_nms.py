@@ -16,8 +16,8 @@ weights are fine for timing (``--checkpoint`` to use trained ones).
 
 Example::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_nms.py --repeats 5 \
-        --out work_dirs/bench_nms.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_nms.py --repeats 3 \
+        --num-candidates 100 300 1000 --out work_dirs/bench_nms.json
 """
 import argparse
 import copy
@@ -47,7 +47,9 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', default=None)
     p.add_argument('--shape', type=int, nargs=2, default=[480, 640],
                    metavar=('H', 'W'), help='network input size')
-    p.add_argument('--num-candidates', type=int, default=1000)
+    p.add_argument('--num-candidates', type=int, nargs='+',
+                   default=[100, 300, 1000],
+                   help='pre-NMS candidates per image (one run each)')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--threads', type=int, default=1)
@@ -100,27 +102,15 @@ def build(args):
     return model.to(args.device).eval(), nms_cfg
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from mmdet.structures import DetDataSample
-    model, odam_cfg = build(args)
+def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
+            args, sync):
+    """All timings for one candidate count."""
+    from mmcv.ops import batched_nms
     head = model.bbox_head
-    dev = torch.device(args.device)
-    sync = (torch.cuda.synchronize if dev.type == 'cuda' else lambda: None)
-    h, w = args.shape
-    torch.manual_seed(0)
-    img = (torch.rand(3, h, w) * 255).to(dev)
-    meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))
-    data = model.data_preprocessor(
-        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
-    inputs, samples = data['inputs'], data['data_samples']
-    with torch.no_grad():
-        feats = model.extract_feat(inputs)
     sizes = [f.shape[-2] * f.shape[-1] for f in feats]
     model.test_cfg.update(
-        score_thr=0.0, min_bbox_size=-1, max_per_img=args.num_candidates,
-        nms_pre=_nms_pre_for(sizes, args.num_candidates))
+        score_thr=0.0, min_bbox_size=-1, max_per_img=num_candidates,
+        nms_pre=_nms_pre_for(sizes, num_candidates))
     plain_cfg = dict(type='nms', iou_threshold=odam_cfg['iou_threshold'])
 
     def predict(nms):
@@ -136,53 +126,75 @@ def main(argv=None):
             *outs, batch_img_metas=[samples[0].metainfo],
             cfg=model.test_cfg, rescale=False, with_nms=False)[0]
     n = len(cands)
-    size = nms_map_size(samples[0].metainfo['img_shape'])
+    meta = samples[0].metainfo
+    size = nms_map_size(meta['img_shape'])
 
     def maps_fn():
         with torch.no_grad():
             return dense_candidate_maps(
                 head, feats, torch.zeros_like(cands.labels), cands.level_ids,
                 cands.loc_inds, cands.labels, 'cls', out_size=size,
-                boxes=cands.bboxes,
-                pad_shape=samples[0].metainfo['batch_input_shape'])
+                boxes=cands.bboxes, pad_shape=meta['batch_input_shape'])
 
     maps = maps_fn()
-    from mmcv.ops import batched_nms
     res = dict(
-        device=args.device, threads=args.threads, input_shape=[h, w],
-        candidates=n, map_size=list(size),
-        kept_nms=len(predict(plain_cfg)), kept_odam=len(predict(odam_cfg)),
-        nms_cfg=dict(odam_cfg))
-    res['pipeline_nms_s'] = _time(lambda: predict(plain_cfg), args.repeats,
-                                  args.warmup, sync)
-    res['pipeline_odam_s'] = _time(lambda: predict(odam_cfg), args.repeats,
-                                   args.warmup, sync)
-    res['forward_s'] = _time(lambda: head(model.extract_feat(inputs)),
-                             args.repeats, args.warmup, sync)
-    res['maps_s'] = _time(maps_fn, args.repeats, args.warmup, sync)
-    res['nms_step_s'] = _time(
-        lambda: batched_nms(cands.bboxes, cands.scores, cands.labels,
-                            plain_cfg), args.repeats, args.warmup, sync)
-    res['odam_nms_step_s'] = _time(
-        lambda: batched_odam_nms(cands.bboxes, cands.scores, cands.labels,
-                                 maps, odam_cfg), args.repeats, args.warmup,
-        sync)
+        device=args.device, threads=args.threads,
+        input_shape=list(meta['img_shape']), candidates=n,
+        map_size=list(size), kept_nms=len(predict(plain_cfg)),
+        kept_odam=len(predict(odam_cfg)), nms_cfg=dict(odam_cfg))
+    t = lambda fn: _time(fn, args.repeats, args.warmup, sync)  # noqa: E731
+    res['pipeline_nms_s'] = t(lambda: predict(plain_cfg))
+    res['pipeline_odam_s'] = t(lambda: predict(odam_cfg))
+    res['forward_s'] = t(lambda: head(model.extract_feat(inputs)))
+    res['maps_s'] = t(maps_fn)
+    res['nms_step_s'] = t(lambda: batched_nms(
+        cands.bboxes, cands.scores, cands.labels, plain_cfg))
+    res['odam_nms_step_s'] = t(lambda: batched_odam_nms(
+        cands.bboxes, cands.scores, cands.labels, maps, odam_cfg))
     res['ratio_pipeline'] = res['pipeline_odam_s'] / res['pipeline_nms_s']
-    print(f"device {args.device} ({args.threads} thread(s)), input {h}x{w},"
-          f" {n} candidates, maps {size[0]}x{size[1]}, kept "
-          f"{res['kept_nms']} (NMS) / {res['kept_odam']} (Odam-NMS)")
-    for k in ('pipeline_nms_s', 'pipeline_odam_s', 'forward_s', 'maps_s',
-              'nms_step_s', 'odam_nms_step_s'):
-        print(f'{k:18s} {res[k] * 1000:9.1f} ms')
-    print(f"ratio pipeline Odam-NMS / NMS: {res['ratio_pipeline']:.2f}x "
-          '(target <= 1.3x; paper 1.56x)')
+    return res
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mmdet.structures import DetDataSample
+    model, odam_cfg = build(args)
+    dev = torch.device(args.device)
+    sync = (torch.cuda.synchronize if dev.type == 'cuda' else lambda: None)
+    h, w = args.shape
+    torch.manual_seed(0)
+    img = (torch.rand(3, h, w) * 255).to(dev)
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+    inputs, samples = data['inputs'], data['data_samples']
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+    results = []
+    print(f'device {args.device} ({args.threads} thread(s)), input {h}x{w}, '
+          f"weights {args.checkpoint or 'random'}")
+    print(f"{'cands':>6} {'kept nms/odam':>14} {'pipe NMS':>9} "
+          f"{'pipe Odam':>10} {'ratio':>6} {'forward':>8} {'maps':>8} "
+          f"{'NMS':>7} {'OdamNMS':>8}  (ms)")
+    for n in args.num_candidates:
+        r = run_one(model, odam_cfg, inputs, samples, feats, n, args, sync)
+        results.append(r)
+        print(f"{r['candidates']:6d} {r['kept_nms']:6d}/{r['kept_odam']:<7d}"
+              f" {r['pipeline_nms_s'] * 1e3:9.1f}"
+              f" {r['pipeline_odam_s'] * 1e3:10.1f}"
+              f" {r['ratio_pipeline']:5.2f}x {r['forward_s'] * 1e3:8.1f}"
+              f" {r['maps_s'] * 1e3:8.1f} {r['nms_step_s'] * 1e3:7.1f}"
+              f" {r['odam_nms_step_s'] * 1e3:8.1f}")
+    print('ratio = pipeline Odam-NMS / pipeline NMS (target <= 1.3x; '
+          'paper 1.56x on an RTX 3090)')
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(args.out)))
         with os.fdopen(fd, 'w') as f:
-            json.dump(res, f, indent=2)
+            json.dump(results, f, indent=2)
         os.replace(tmp, args.out)
-    return res
+    return results
 
 
 if __name__ == '__main__':

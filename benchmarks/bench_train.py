@@ -1,7 +1,8 @@
 """Training-iteration cost of Odam-Train (issue 5): time and peak memory of
 one SGD step (forward + backward + update) with and without the losses.
 
-Model: the Odam-Train FCOS MobileNetV2-FPN config (random init, no weights
+Model: the Odam-Train FCOS MobileNetV2-FPN config (``--config``: any
+Odam-Train config, e.g. the Faster R-CNN one; random init, no weights
 loaded), the same model with ``loss_odam=None`` as baseline. Input: a batch
 of synthetic crowd images at the generated scenes' size (640x480 by
 default) with ``--objects`` overlapping person boxes each, so the assigner
@@ -60,8 +61,10 @@ def _run(variant, args, queue):
     register_all_modules()
     cfg = Config.fromfile(args.config)
     cfg.model.backbone.init_cfg = None
+    owner = cfg.model.roi_head if 'roi_head' in cfg.model else \
+        cfg.model.bbox_head
     if variant == 'baseline':
-        cfg.model.bbox_head.loss_odam = None
+        owner.loss_odam = None
     else:
         for kv in args.loss_odam or []:
             k, v = kv.split('=', 1)
@@ -69,7 +72,7 @@ def _run(variant, args, queue):
                 v = ast.literal_eval(v)
             except (ValueError, SyntaxError):
                 pass  # a plain string such as reference=image
-            cfg.model.bbox_head.loss_odam[k] = v
+            owner.loss_odam[k] = v
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()

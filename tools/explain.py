@@ -32,25 +32,24 @@ is skipped unless ``--overwrite``, so a killed run resumes where it stopped.
 An input that fails (missing file, unreadable image, ...) is logged with its
 path and reason and skipped. Exit code: 0 if at least one input succeeded
 (or was already done), 1 if every input failed, 2 for a usage error (bad
-option, no input found).
+option, unknown method or layer, no input found).
 """
 import argparse
 import json
 import logging
-import os
 import os.path as osp
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 # Run from a source checkout without installing: make the repo importable.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmdet_odam.visualization.video import VIDEO_EXTENSIONS  # noqa: E402
+
 DEFAULT_TARGETS = 'cls,combined'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp', '.ppm', '.pgm')
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',
-                    '.mpeg')
 LOGGER_NAME = 'mmdet_odam.explain'
 
 
@@ -335,7 +334,7 @@ def main(argv=None) -> int:
     from mmengine.logging import MMLogger, print_log
     from mmengine.utils import ProgressBar
     import mmdet_odam  # noqa: F401  (registers components)
-    from mmdet_odam.apis import init_explainer
+    from mmdet_odam.apis import build_explainer, init_explainer
     from mmdet_odam.visualization import ExplanationWriter, write_gallery
 
     logger = MMLogger.get_instance(LOGGER_NAME) if \
@@ -352,6 +351,12 @@ def main(argv=None) -> int:
         args.device = 'cuda:0' if torch.cuda.is_available() else 'cpu'
     model = init_explainer(args.config, args.checkpoint, device=args.device,
                            cfg_options=args.cfg_options)
+    try:  # unknown method / layer: a usage error before any input is read
+        build_explainer(model, args.method, targets=args.target_list,
+                        layer=args.layer, smoothing=args.smoothing,
+                        grad_mode=args.grad_mode)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
     meta = getattr(model, 'dataset_meta', None) or {}
     writer_args = dict(
         class_names=meta.get('classes'), palette=meta.get('palette'),

@@ -10,7 +10,7 @@ are undone in one exact sampling step (no intermediate resize).
 from typing import Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401
 from torch import Tensor
 
 
@@ -20,9 +20,32 @@ def _pair(v) -> Tuple[float, float]:
     return float(v[0]), float(v[1])
 
 
+def interp_matrix(n_out: int, n_in: int, stride: float, pixel: float,
+                  device=None, dtype=torch.float32) -> Tensor:
+    """(n_out, n_in) bilinear weights sampling a level axis at pixel centres.
+
+    Output pixel ``i`` has its centre at input coordinate
+    ``(i + 0.5) * pixel``, i.e. level coordinate ``u = (i + 0.5) * pixel /
+    stride - 0.5`` (cell centres at integers), clamped to ``[0, n_in - 1]``
+    (same as ``grid_sample(..., padding_mode='border',
+    align_corners=False)``).
+    """
+    u = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * \
+        pixel / stride - 0.5
+    u = u.clamp(0, n_in - 1)
+    i0 = u.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = u - i0
+    m = torch.zeros(n_out, n_in, device=device, dtype=torch.float64)
+    ar = torch.arange(n_out, device=device)
+    m.index_put_((ar, i0), 1 - w1, accumulate=True)
+    m.index_put_((ar, i1), w1, accumulate=True)
+    return m.to(dtype)
+
+
 def sample_level_maps(maps: Tensor, stride, out_size: Sequence[int],
                       pixel_scale) -> Tensor:
-    """Sample level maps on an output pixel grid.
+    """Sample level maps on an output pixel grid (separable bilinear).
 
     Args:
         maps (Tensor): (N, h, w) maps on a feature level.
@@ -37,18 +60,11 @@ def sample_level_maps(maps: Tensor, stride, out_size: Sequence[int],
     ho, wo = int(out_size[0]), int(out_size[1])
     sty, stx = _pair(stride)
     py, px = _pair(pixel_scale)
-    dev = maps.device
-    ys = (torch.arange(ho, device=dev, dtype=torch.float32) + 0.5) * py
-    xs = (torch.arange(wo, device=dev, dtype=torch.float32) + 0.5) * px
-    gy = 2 * ys / (sty * h) - 1
-    gx = 2 * xs / (stx * w) - 1
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing='xy'), -1)
-    grid = grid[None].expand(n, ho, wo, 2).to(maps.dtype)
+    my = interp_matrix(ho, h, sty, py, maps.device, maps.dtype)
+    mx = interp_matrix(wo, w, stx, px, maps.device, maps.dtype)
     if n == 0:
         return maps.new_zeros(0, ho, wo)
-    out = F.grid_sample(maps[:, None], grid, mode='bilinear',
-                        padding_mode='border', align_corners=False)
-    return out[:, 0]
+    return torch.matmul(torch.matmul(my, maps), mx.t())
 
 
 def level_to_image(maps: Tensor, stride, img_shape: Sequence[int],
@@ -134,3 +150,79 @@ def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
     vx = (xs - r >= 0) & (xs - r < w)
     mask = (vy[:, :, None] & vx[:, None, :])[:, None].to(feat.dtype)
     return patches, mask
+
+
+def render_local(pieces, n: int, out_size: Sequence[int], pixel_scale,
+                 normalize: bool = False, eps: float = 1e-12) -> Tensor:
+    """Render level-map pieces into ``n`` maps, touching only each map's
+    support (the output pixels whose bilinear sample reaches a nonzero cell).
+
+    Same values as summing :func:`sample_level_maps` of every piece (and
+    then :func:`~mmdet_odam.core.minmax_normalize` when ``normalize``), at a
+    fraction of the cost for local (patch) maps.
+
+    Args:
+        pieces (list): ``(rows (m,), stride, level maps (m, h, w))``; several
+            pieces may add to the same row.
+        n (int): number of output maps.
+        out_size (tuple): (H, W).
+        pixel_scale (tuple): (sy, sx) input pixels per output pixel.
+        normalize (bool): min-max normalise every map to [0, 1].
+
+    Returns:
+        Tensor: (n, H, W).
+    """
+    ho, wo = int(out_size[0]), int(out_size[1])
+    py, px = _pair(pixel_scale)
+    dtype = pieces[0][2].dtype if pieces else torch.float32
+    dev = pieces[0][2].device if pieces else None
+    out = torch.zeros(n, ho, wo, dtype=dtype, device=dev)
+    win = [None] * n  # (i0, i1, j0, j1) union of touched pixels per row
+    for rows, stride, maps in pieces:
+        maps = maps.detach()
+        h, w = maps.shape[-2:]
+        sty, stx = _pair(stride)
+        my = interp_matrix(ho, h, sty, py, maps.device, maps.dtype)
+        mx = interp_matrix(wo, w, stx, px, maps.device, maps.dtype)
+        ny, nx = my != 0, mx != 0
+        nz = maps != 0
+        ry, rx = nz.any(2), nz.any(1)
+        for k in ry.any(1).nonzero().flatten().tolist():
+            ys = ry[k].nonzero().flatten()
+            xs = rx[k].nonzero().flatten()
+            y0, y1 = int(ys[0]), int(ys[-1]) + 1
+            x0, x1 = int(xs[0]), int(xs[-1]) + 1
+            pi = ny[:, y0:y1].any(1).nonzero().flatten()
+            pj = nx[:, x0:x1].any(1).nonzero().flatten()
+            if len(pi) == 0 or len(pj) == 0:
+                continue  # support only in the padding
+            i0, i1 = int(pi[0]), int(pi[-1]) + 1
+            j0, j1 = int(pj[0]), int(pj[-1]) + 1
+            block = my[i0:i1, y0:y1] @ maps[k, y0:y1, x0:x1] @ \
+                mx[j0:j1, x0:x1].t()
+            r = int(rows[k])
+            out[r, i0:i1, j0:j1] += block
+            wb = win[r]
+            win[r] = (i0, i1, j0, j1) if wb is None else (
+                min(wb[0], i0), max(wb[1], i1), min(wb[2], j0),
+                max(wb[3], j1))
+    if not normalize:
+        return out
+    for r in range(n):
+        if win[r] is None:
+            continue  # all-zero map stays zero
+        i0, i1, j0, j1 = win[r]
+        v = out[r, i0:i1, j0:j1]
+        lo, hi = v.min(), v.max()
+        full = (i0, i1, j0, j1) == (0, ho, 0, wo)
+        if not full:
+            lo, hi = torch.clamp(lo, max=0), torch.clamp(hi, min=0)
+        rng = hi - lo
+        if not bool(rng > eps):
+            out[r].zero_()
+            continue
+        v = (v - lo) / rng
+        if not full and bool(lo != 0):
+            out[r].fill_(float((0 - lo) / rng))
+        out[r, i0:i1, j0:j1] = v
+    return out

@@ -17,6 +17,6 @@ def minmax_normalize(maps: Tensor, eps: float = 1e-12) -> Tensor:
     flat = maps.reshape(maps.shape[0], -1)
     lo, hi = torch.aminmax(flat, dim=1, keepdim=True)
     rng = hi - lo
-    scale = torch.where(rng > eps, 1.0 / rng.clamp(min=eps),
-                        torch.zeros_like(rng))
-    return ((flat - lo) * scale).reshape(maps.shape)
+    out = flat - lo
+    out.div_(rng.clamp(min=eps)).mul_((rng > eps).to(out.dtype))
+    return out.reshape(maps.shape)

@@ -167,9 +167,18 @@ class BaseExplainer:
         raise NotImplementedError
 
     # -- helpers for subclasses ----------------------------------------
-    def finalize_maps(self, raw: Dict[Target, Tensor]) -> Dict[str, Tensor]:
-        """Normalise raw (K, H, W) maps per target and add ``combined``."""
-        out = {t: minmax_normalize(m.detach().float()) for t, m in raw.items()}
+    def finalize_maps(self, raw: Dict[Target, Tensor],
+                      normalized: bool = False) -> Dict[str, Tensor]:
+        """Normalise raw (K, H, W) maps per target and add ``combined``.
+
+        ``normalized=True``: the maps are already min-max normalised (saves
+        a copy of every map).
+        """
+        out = {
+            t: m.detach().float()
+            if normalized else minmax_normalize(m.detach().float())
+            for t, m in raw.items()
+        }
         if Target.COMBINED in self.targets:
             out[Target.COMBINED] = torch.stack(
                 [out[t] for t in BASE_TARGETS]).max(0).values

@@ -36,9 +36,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..core import (apply_grad_mode, box_sigmas, gather_patches,
-                    gaussian_smooth, level_to_image, level_to_padded,
-                    max_kernel_radius, minmax_normalize, odam_raw,
-                    paste_patches)
+                    gaussian_smooth, level_to_padded, max_kernel_radius,
+                    odam_raw, paste_patches, render_local)
 from ..core.smoothing import MAX_SIGMA
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
@@ -863,11 +862,12 @@ class DenseHeadExplainer(BaseExplainer):
         for i, m in enumerate(metas):
             sel = torch.arange(start, start + counts[i], device=inputs.device)
             start += counts[i]
-            raw = {
-                t: self._render_image(pieces[t], sel, m)
+            raw = {  # normalised one target at a time (peak memory)
+                t: self._render_image(pieces[t], sel, m, normalize=True)
                 for t in self.scalar_targets
             }
-            maps = self.finalize_maps(raw)
+            maps = self.finalize_maps(raw, normalized=True)
+            del raw
             results.append(
                 Explanation(
                     bboxes=cat['bboxes'][sel].detach().cpu(),
@@ -883,23 +883,27 @@ class DenseHeadExplainer(BaseExplainer):
         return results
 
     @staticmethod
-    def _render_image(pieces: List[Piece], sel: Tensor, meta) -> Tensor:
-        """Sum the pieces of rows ``sel`` into (len(sel), H_ori, W_ori)."""
+    def _render_image(pieces: List[Piece], sel: Tensor, meta,
+                      normalize: bool = False) -> Tensor:
+        """Sum the pieces of rows ``sel`` (a contiguous range) into
+        (len(sel), H_ori, W_ori), min-max normalised if ``normalize``."""
         h, w = (int(v) for v in meta['ori_shape'][:2])
-        dtype = pieces[0][2].dtype if pieces else torch.float32
-        out = torch.zeros(len(sel), h, w, device=sel.device, dtype=dtype)
         if len(sel) == 0:
-            return out
+            return torch.zeros(0, h, w, device=sel.device)
         lo, hi = int(sel[0]), int(sel[-1]) + 1
+        local = []
         for rows, stride, maps in pieces:
             keep = (rows >= lo) & (rows < hi)
-            if not keep.any():
-                continue
-            r = level_to_image(maps[keep].detach(), stride,
-                               meta['img_shape'][:2], (h, w),
-                               meta.get('scale_factor'))
-            out.index_add_(0, rows[keep] - lo, r.to(out))
-        return out
+            if keep.any():
+                local.append((rows[keep] - lo, stride, maps[keep]))
+        if meta.get('scale_factor') is not None:
+            sx, sy = (float(v) for v in meta['scale_factor'][:2])
+        else:
+            sy = meta['img_shape'][0] / h
+            sx = meta['img_shape'][1] / w
+        out = render_local(local, len(sel), (h, w), (sy, sx),
+                           normalize=normalize)
+        return out.float()
 
     def _match_boxes(self, outs, feats, meta, img_id, boxes, labels):
         """Best pre-NMS candidate (any prior of any level) for given boxes:

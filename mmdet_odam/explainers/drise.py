@@ -166,9 +166,10 @@ class DRISEExplainer(BaseExplainer):
         kwargs.pop('grad_mode', None)
         super().__init__(model, targets=targets, chunk_size=chunk_size,
                          **kwargs)
-        if self.targets != [Target.CLS]:
+        if not set(self.targets) <= {Target.CLS, Target.COMBINED}:
             raise ValueError('D-RISE explains the whole detection; only '
-                             "target 'cls' is supported")
+                             "target 'cls' (or 'combined', the same map) is "
+                             'supported')
         self.n_masks, self.cells, self.p = int(n_masks), int(cells), float(p)
         self.seed, self.resume_dir, self.progress = seed, resume_dir, progress
 
@@ -249,7 +250,7 @@ class DRISEExplainer(BaseExplainer):
             out.append(Explanation(
                 bboxes=tb / sf4, scores=ts.float(), labels=tl.long(),
                 candidate_inds=inds.long(),
-                maps={'cls': minmax_normalize(sal)},
+                maps={t.value: minmax_normalize(sal) for t in self.targets},
                 img_path=meta.get('img_path'), ori_shape=(oh, ow),
                 method=self.method, layer='input'))
         return out

@@ -48,26 +48,31 @@ def infer_stride(pad: int, size: int) -> float:
     return float(pad) / float(size)
 
 
-def _chunk_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor):
+def _chunk_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
+                 state: Optional[dict] = None):
     """Gradients of ``ys[rows]`` w.r.t. ``leaves``: list of (n, *leaf.shape)
-    or None (leaf unused). Batched with vmap, else one backward per row."""
+    or None (leaf unused). Batched with vmap, else (and for the rest of the
+    call once vmap failed, ``state['loop']``) one backward per row."""
     n = len(rows)
-    eye = ys.new_zeros(n, ys.shape[0])
-    eye[torch.arange(n, device=ys.device), rows] = 1
-    try:
-        gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
-                                 is_grads_batched=True, retain_graph=True,
-                                 allow_unused=True)
-        return list(gs)
-    except (RuntimeError, NotImplementedError):
-        per = [
-            torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
-                                allow_unused=True) for r in rows
-        ]
-        return [
-            None if per[0][k] is None else torch.stack([p[k] for p in per])
-            for k in range(len(leaves))
-        ]
+    state = {} if state is None else state
+    if not state.get('loop', False):
+        eye = ys.new_zeros(n, ys.shape[0])
+        eye[torch.arange(n, device=ys.device), rows] = 1
+        try:
+            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
+                                     is_grads_batched=True,
+                                     retain_graph=True, allow_unused=True)
+            return list(gs)
+        except (RuntimeError, NotImplementedError):
+            state['loop'] = True
+    per = [
+        torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
+                            allow_unused=True) for r in rows
+    ]
+    return [
+        None if per[0][k] is None else torch.stack([p[k] for p in per])
+        for k in range(len(leaves))
+    ]
 
 
 def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
@@ -116,10 +121,11 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
                    for lf in leaves]
     pieces: List[Piece] = []
     used = False
+    state: dict = {}
     for s in range(0, ys.shape[0], int(chunk_size)):
         rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
                             device=ys.device)
-        gs = _chunk_grads(ys, leaves, rows)
+        gs = _chunk_grads(ys, leaves, rows, state)
         for k, g in enumerate(gs):
             if g is None or leaves[k].dim() != 4:
                 continue

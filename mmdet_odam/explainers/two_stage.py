@@ -93,20 +93,33 @@ def check_roi_head(roi_head: nn.Module) -> None:
 # ---------------------------------------------------------------------------
 # RoIAlign adjoint
 # ---------------------------------------------------------------------------
+def _roi_align_backward(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
+                        feat_shape: Sequence[int]) -> Tensor:
+    """mmcv's RoIAlign backward kernel (``pool_mode='avg'``): the gradient
+    w.r.t. the feature map of ``sum(grad_roi * roi_layer(feat, rois))``."""
+    from mmcv.ops.roi_align import ext_module
+    out = grad_roi.new_zeros(tuple(int(v) for v in feat_shape))
+    empty = grad_roi.new_zeros(0)
+    ph, pw = roi_layer.output_size
+    ext_module.roi_align_backward(
+        grad_roi.contiguous(), rois.to(grad_roi.dtype).contiguous(), empty,
+        empty, out, aligned_height=int(ph), aligned_width=int(pw),
+        spatial_scale=float(roi_layer.spatial_scale),
+        sampling_ratio=int(roi_layer.sampling_ratio), pool_mode=1,
+        aligned=bool(roi_layer.aligned))
+    return out
+
+
 class _RoIAlignAdjoint(torch.autograd.Function):
-    """G = RoIAlign^T(g): forward is mmcv's RoIAlign backward, backward is
-    its forward (the adjoint of the adjoint), so G is differentiable w.r.t.
-    ``g`` to any order."""
+    """G = RoIAlign^T(g): forward is mmcv's RoIAlign backward kernel,
+    backward is its forward (the adjoint of the adjoint), so G is
+    differentiable w.r.t. ``g`` to any order."""
 
     @staticmethod
     def forward(ctx, grad_roi, rois, feat_shape, roi_layer):
         ctx.roi_layer = roi_layer
         ctx.save_for_backward(rois)
-        with torch.enable_grad():
-            x = grad_roi.new_zeros(feat_shape).requires_grad_(True)
-            out = roi_layer(x, rois)
-            (g, ) = torch.autograd.grad(out, x, grad_roi.contiguous())
-        return g
+        return _roi_align_backward(roi_layer, grad_roi, rois, feat_shape)
 
     @staticmethod
     def backward(ctx, grad_feat):
@@ -169,11 +182,10 @@ def _place_windows(win: Tensor, y0: Tensor, x0: Tensor,
     dev = win.device
     ys = y0[:, None] + torch.arange(hp, device=dev)[None]
     xs = x0[:, None] + torch.arange(wp, device=dev)[None]
-    ar = torch.arange(n, device=dev)
-    out = out.permute(0, 2, 3, 1).index_put(
-        (ar[:, None, None], ys[:, :, None], xs[:, None, :]),
-        win.permute(0, 2, 3, 1))
-    return out.permute(0, 3, 1, 2)
+    ar = torch.arange(n, device=dev)[:, None, None, None]
+    tt = torch.arange(t, device=dev)[None, :, None, None]
+    out[ar, tt, ys[:, None, :, None], xs[:, None, None, :]] = win
+    return out
 
 
 def _chunks(order: Tensor, cost: Tensor, budget: float) -> List[Tensor]:
@@ -198,12 +210,19 @@ def level_window_maps(roi_layer: RoIAlign, feat: Tensor, img_inds: Tensor,
                       chunk_bytes: int = DEFAULT_CHUNK_BYTES):
     """ODAM maps on one FPN level from gradients w.r.t. pooled RoI features.
 
+    G_tc = RoIAlign^T(g_tc) is linear in the P = ph*pw pooled values, so with
+    the smoothed adjoint basis B_p = Phi(RoIAlign^T(e_p)) (P maps per RoI,
+    computed with mmcv's RoIAlign backward on a window of the level):
+    ``sum_c Phi(G_tc) A_c = sum_p B_p * (sum_c g_tcp A_c)``. Exact, and the
+    smoothing runs on P channels instead of T*C.
+
     Args:
         roi_layer (RoIAlign): the level's pooling layer.
         feat (Tensor): (B, C, H, W) level features A (may carry a graph).
         img_inds (Tensor): (N,) image of each RoI.
         rois_xyxy (Tensor): (N, 4) RoI boxes in input pixels.
-        grad_roi (Tensor): (N, T, C, ph, pw) d target_t / d roi_feat.
+        grad_roi (Tensor): (N, T, C, ph, pw) d target_t / d roi_feat (may
+            carry a graph).
         sigmas (Tensor): (N,) Gaussian sigma in cells (0 = no smoothing).
         grad_mode: see :class:`~mmdet_odam.explainers.targets.GradMode`.
 
@@ -213,38 +232,48 @@ def level_window_maps(roi_layer: RoIAlign, feat: Tensor, img_inds: Tensor,
         outside the window.
     """
     n, t, c = grad_roi.shape[:3]
+    ph, pw = grad_roi.shape[-2:]
+    npool = int(ph) * int(pw)
     h, w = feat.shape[-2:]
+    dev = feat.device
     radii = torch.tensor([kernel_radius(s) for s in sigmas.tolist()],
                          dtype=torch.long)
     margin = int(radii.max()) + 1 if n else 1
     ya, yb, xa, xb = _roi_windows(rois_xyxy, roi_layer, (h, w), margin)
-    # group windows of similar size, bound chunk memory (G and Phi(G))
+    # group windows of similar size, bound chunk memory
     area = ((yb - ya) * (xb - xa)).cpu()
     order = torch.argsort(area, descending=True)
-    per_cell = 3 * t * c * feat.element_size()
+    per_cell = (3 * npool + c + 2 * t * npool) * feat.element_size()
     stride = 1.0 / float(roi_layer.spatial_scale)
+    eye = torch.eye(npool, device=dev, dtype=feat.dtype).reshape(
+        1, npool, int(ph), int(pw))
     for inds in _chunks(order, area.float() * per_cell, chunk_bytes):
-        inds = inds.to(feat.device)
+        inds = inds.to(dev)
         hp = int((yb[inds] - ya[inds]).max())
         wp = int((xb[inds] - xa[inds]).max())
         y0 = torch.minimum(ya[inds], torch.full_like(ya[inds], h - hp))
         x0 = torch.minimum(xa[inds], torch.full_like(xa[inds], w - wp))
         m = len(inds)
         rois_w = torch.cat([
-            torch.arange(m, device=feat.device, dtype=feat.dtype)[:, None],
+            torch.arange(m, device=dev, dtype=feat.dtype)[:, None],
             rois_xyxy[inds].detach().to(feat.dtype) -
             torch.stack([x0, y0, x0, y0], 1).to(feat.dtype) * stride
         ], 1)
-        g = grad_roi[inds].reshape(m, t * c, *grad_roi.shape[-2:])
-        big = roi_align_adjoint(roi_layer, g, rois_w, (m, t * c, hp, wp))
-        big = gaussian_smooth(big, sigmas[inds].to(feat.device))
-        dev = feat.device
+        with torch.no_grad():  # geometry only: constant
+            basis = _roi_align_backward(roi_layer, eye.expand(m, -1, -1, -1),
+                                        rois_w, (m, npool, hp, wp))
+            basis = gaussian_smooth(basis, sigmas[inds].to(dev))
         ys = y0[:, None] + torch.arange(hp, device=dev)[None]
         xs = x0[:, None] + torch.arange(wp, device=dev)[None]
         a = feat[img_inds[inds][:, None, None], :, ys[:, :, None],
-                 xs[:, None, :]].permute(0, 3, 1, 2)  # (m, C, hp, wp)
-        raw = (big.reshape(m, t, c, hp, wp) * a[:, None]).sum(2)
-        yield inds, apply_grad_mode(raw, grad_mode), y0, x0
+                 xs[:, None, :]].reshape(m, hp * wp, c)  # (m, X, C)
+        g = grad_roi[inds].reshape(m, t, c, npool).transpose(2, 3).reshape(
+            m, t * npool, c)
+        prod = torch.bmm(g, a.transpose(1, 2))  # (m, T*P, X)
+        raw = (prod.reshape(m, t, npool, hp * wp) *
+               basis.reshape(m, 1, npool, hp * wp)).sum(2)
+        yield inds, apply_grad_mode(raw.reshape(m, t, hp, wp),
+                                    grad_mode), y0, x0
 
 
 # ---------------------------------------------------------------------------
@@ -306,22 +335,32 @@ def roi_target_grads(roi_head, roi_feats: Tensor, rois: Tensor,
     """
     n, t = roi_feats.shape[0], len(targets)
     with torch.enable_grad():
-        if create_graph:
-            rep = roi_feats.repeat(t, 1, 1, 1)
-            if not rep.requires_grad:
-                rep.requires_grad_(True)
-        else:
-            rep = roi_feats.detach().repeat(t, 1, 1, 1).requires_grad_(True)
-        cls_score, bbox_pred = _head_forward(roi_head, rep)
-        vals = [
-            roi_target_values(roi_head, cls_score[i * n:(i + 1) * n],
-                              None if bbox_pred is None else
-                              bbox_pred[i * n:(i + 1) * n], rois, labels, tg)
-            for i, tg in enumerate(targets)
-        ]
-        (g, ) = torch.autograd.grad(torch.cat(vals).sum(), rep,
-                                    create_graph=create_graph)
-    return g.reshape(t, n, *g.shape[1:]).transpose(0, 1)
+        src = roi_feats
+        if not create_graph or not src.requires_grad:
+            src = roi_feats.detach().requires_grad_(True)
+        cls_score, bbox_pred = _head_forward(roi_head, src)
+        vals = torch.stack([
+            roi_target_values(roi_head, cls_score, bbox_pred, rois, labels,
+                              tg) for tg in targets
+        ])  # (T, N)
+        if t == 1:
+            (g, ) = torch.autograd.grad(vals.sum(), src,
+                                        create_graph=create_graph)
+            return g[:, None]
+        eye = vals.new_zeros(t, t, n)
+        eye[torch.arange(t), torch.arange(t)] = 1
+        try:  # one batched backward for all targets
+            (g, ) = torch.autograd.grad(vals, src, grad_outputs=eye,
+                                        is_grads_batched=True,
+                                        retain_graph=True,
+                                        create_graph=create_graph)
+        except (RuntimeError, NotImplementedError):
+            g = torch.stack([
+                torch.autograd.grad(vals[i].sum(), src, retain_graph=True,
+                                    create_graph=create_graph)[0]
+                for i in range(t)
+            ])
+    return g.transpose(0, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -341,8 +380,9 @@ def _sigmas(boxes: Tensor, strides: Tensor, smoothing) -> Tensor:
 
 
 def roi_level_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
-                   grads: Tensor, render, boxes: Optional[Tensor] = None,
-                   smoothing='gaussian', grad_mode='pos_relu',
+                   grads: Tensor, render, out_size: Sequence[int],
+                   boxes: Optional[Tensor] = None, smoothing='gaussian',
+                   grad_mode='pos_relu',
                    chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
     """Maps of every row on the FPN level its RoI was pooled from.
 
@@ -351,8 +391,12 @@ def roi_level_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
         feats (list[Tensor]): FPN levels (B, C, H_l, W_l).
         rois (Tensor): (N, 5) ``(batch_idx, x1, y1, x2, y2)`` input pixels.
         grads (Tensor): (N, T, C, ph, pw) from :func:`roi_target_grads`.
-        render (callable): ``render(maps (n, T, H_l, W_l), stride, inds)``
-            -> (n, T, H_o, W_o) (e.g. :func:`level_to_image`).
+        render (callable): ``render(win (n, T, hp, wp), y0 (n,), x0 (n,),
+            stride, level_hw)`` -> ``(part (n, T, R, Cc), r0 (n,), c0 (n,))``:
+            the rendered maps of the rows on the rectangle of the output
+            grid starting at (r0, c0) (zero elsewhere), e.g.
+            :func:`render_windows_on_image`.
+        out_size (tuple): (H_o, W_o) of the output grid.
         boxes (Tensor, optional): (N, 4) boxes in input pixels that set the
             smoothing kernel (default: the RoIs).
 
@@ -367,6 +411,7 @@ def roi_level_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
                   smoothing)
     img_inds = rois[:, 0].long()
     out = None
+    dev = rois.device
     for lvl in range(num_levels):
         sel = torch.nonzero(lvls == lvl).squeeze(1)
         if sel.numel() == 0:
@@ -375,14 +420,71 @@ def roi_level_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
         for inds, win, y0, x0 in level_window_maps(
                 ext.roi_layers[lvl], feat, img_inds[sel], rois[sel, 1:],
                 grads[sel], sig[sel], grad_mode, chunk_bytes):
-            full = _place_windows(win, y0, x0, feat.shape[-2:])
-            part = render(full, float(strides[lvl]), sel[inds])
+            part, r0, c0 = render(win, y0, x0, float(strides[lvl]),
+                                  feat.shape[-2:])
             if out is None:
-                out = part.new_zeros(len(rois), *part.shape[1:])
-            out = out.index_put((sel[inds], ), part)
+                out = part.new_zeros(len(rois), part.shape[1],
+                                     int(out_size[0]), int(out_size[1]))
+            n, t, rr, cc = part.shape
+            ys = r0[:, None] + torch.arange(rr, device=dev)[None]
+            xs = c0[:, None] + torch.arange(cc, device=dev)[None]
+            # in place (autograd records it)
+            out[sel[inds][:, None, None], :, ys[:, :, None],
+                xs[:, None, :]] = part.permute(0, 2, 3, 1)
     if out is None:
         raise ValueError('no rows to explain')
     return out
+
+
+def _out_range(lo_cell: Tensor, hi_cell: Tensor, n_cells: int,
+               stride: float, pix: float, n_out: int):
+    """Output pixels [a, b) whose bilinear sample (pixel centre, border
+    clamp) can touch cells [lo_cell, hi_cell) of a level."""
+    a = torch.floor((lo_cell.double() - 0.5) * stride / pix - 0.5).long()
+    b = torch.ceil((hi_cell.double() + 0.5) * stride / pix + 0.5).long()
+    a = torch.where(lo_cell <= 0, torch.zeros_like(a), a).clamp(0, n_out)
+    b = torch.where(hi_cell >= n_cells, torch.full_like(b, n_out),
+                    b).clamp(0, n_out)
+    return a, torch.maximum(b, a + 1).clamp(max=n_out)
+
+
+def render_windows_on_image(win: Tensor, y0: Tensor, x0: Tensor,
+                            stride: float, level_hw: Sequence[int],
+                            img_shape: Sequence[int],
+                            ori_shape: Sequence[int], scale_factor=None):
+    """Render window maps on the original image, only on the rectangle of
+    pixels the window can reach; equal to
+    :func:`mmdet_odam.core.level_to_image` of the whole level map there and
+    zero elsewhere.
+
+    Returns:
+        tuple: (part (n, T, R, Cc), r0 (n,), c0 (n,)).
+    """
+    n, t, hp, wp = win.shape
+    h, w = int(level_hw[0]), int(level_hw[1])
+    ho, wo = int(ori_shape[0]), int(ori_shape[1])
+    if scale_factor is None:
+        sy, sx = img_shape[0] / ori_shape[0], img_shape[1] / ori_shape[1]
+    else:
+        sx, sy = float(scale_factor[0]), float(scale_factor[1])
+    ra, rb = _out_range(y0, y0 + hp, h, stride, sy, ho)
+    ca, cb = _out_range(x0, x0 + wp, w, stride, sx, wo)
+    rr, cc = int((rb - ra).max()), int((cb - ca).max())
+    r0 = torch.minimum(ra, torch.full_like(ra, ho - rr))
+    c0 = torch.minimum(ca, torch.full_like(ca, wo - cc))
+    full = _place_windows(win, y0, x0, (h, w))
+    dev = win.device
+    ys = ((r0[:, None] + torch.arange(rr, device=dev)[None]).to(win.dtype) +
+          0.5) * sy
+    xs = ((c0[:, None] + torch.arange(cc, device=dev)[None]).to(win.dtype) +
+          0.5) * sx
+    gy = 2 * ys / (stride * h) - 1  # (n, R)
+    gx = 2 * xs / (stride * w) - 1  # (n, Cc)
+    grid = torch.stack([gx[:, None, :].expand(n, rr, cc),
+                        gy[:, :, None].expand(n, rr, cc)], -1)
+    part = F.grid_sample(full, grid, mode='bilinear', padding_mode='border',
+                         align_corners=False)
+    return part, r0, c0
 
 
 def paste_roi_maps(maps: Tensor, boxes: Tensor,
@@ -470,13 +572,16 @@ def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
         grads = roi_target_grads(roi_head, roi_feats, rois, labels.long(),
                                  [tg], create_graph=create_graph)
 
-        def render(m, stride, inds):
+        def render(win, y0, x0, stride, level_hw):
+            m = _place_windows(win, y0, x0, level_hw)
             k, t = m.shape[:2]
-            return level_to_padded(m.reshape(k * t, *m.shape[2:]), stride,
+            part = level_to_padded(m.reshape(k * t, *m.shape[2:]), stride,
                                    pad_shape, (ho, wo)).reshape(k, t, ho, wo)
+            zero = torch.zeros(k, dtype=torch.long, device=m.device)
+            return part, zero, zero
 
-        out = roi_level_maps(roi_head, feats, rois, grads, render, boxes,
-                             smoothing, grad_mode, chunk_bytes)
+        out = roi_level_maps(roi_head, feats, rois, grads, render, (ho, wo),
+                             boxes, smoothing, grad_mode, chunk_bytes)
     return out[:, 0]
 
 
@@ -823,14 +928,12 @@ class TwoStageExplainer(BaseExplainer):
                 boxes_in = det_boxes * det_boxes.new_tensor(
                     [sf[0], sf[1], sf[0], sf[1]])
 
-                def render(mp, stride, inds):
-                    n = mp.shape[0]
-                    return level_to_image(
-                        mp.reshape(n * t, *mp.shape[2:]), stride,
-                        meta['img_shape'], ori,
-                        meta.get('scale_factor')).reshape(n, t, *ori)
+                def render(win, y0, x0, stride, level_hw):
+                    return render_windows_on_image(
+                        win, y0, x0, stride, level_hw, meta['img_shape'],
+                        ori, meta.get('scale_factor'))
 
                 maps = roi_level_maps(roi_head, feats, rois, grads, render,
-                                      boxes_in, self.smoothing,
+                                      ori, boxes_in, self.smoothing,
                                       self.grad_mode, self.chunk_bytes)
         return {tg: maps[:, j] for j, tg in enumerate(tgs)}

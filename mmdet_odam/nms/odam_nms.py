@@ -269,7 +269,7 @@ class _Rule:
 
 
 def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
-                   rule: _Rule) -> np.ndarray:
+                   rule: _Rule, corr: Optional[Tensor] = None) -> np.ndarray:
     """Greedy Odam-NMS on candidates already sorted by descending score.
 
     Args:
@@ -278,6 +278,8 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
             None when ``rule`` needs no correlation.
         groups (Tensor): (K,) class ids; only equal ids can suppress.
         rule (_Rule): thresholds.
+        corr (Tensor, optional): (K, K) precomputed correlations (same
+            order), used instead of ``maps``.
 
     Returns:
         np.ndarray: (K,) bool, True for kept candidates.
@@ -293,16 +295,18 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
 
     def dup_matrix(rows: np.ndarray, c0: int, c1: int) -> np.ndarray:
         """Duplicate matrix of candidates ``rows`` vs columns ``c0:c1``."""
-        r = torch.from_numpy(rows)
+        r = torch.from_numpy(rows).to(boxes.device)
         hi = high[r, c0:c1]
-        corr = None
-        if rule.needs_corr:
+        c = None
+        if rule.needs_corr and corr is not None:
+            c = corr[r, c0:c1].float().clamp_(0.0, 1.0)
+        elif rule.needs_corr:
             # contiguous column slice: no gather of the (D-long) maps
-            corr = (maps[r] @ maps[c0:c1].T).clamp_(0.0, 1.0)
-        d = rule.dup(hi, corr)
+            c = (maps[r] @ maps[c0:c1].T).clamp_(0.0, 1.0)
+        d = rule.dup(hi, c)
         if same is not None:
             d &= same[r, c0:c1]
-        return d.numpy()
+        return d.cpu().numpy()
 
     for s in range(0, k, _BLOCK):
         e = min(s + _BLOCK, k)
@@ -324,7 +328,8 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
         c0 = e
         if rule.rule2_never:
             # only high-IoU pairs can be duplicates: skip if there are none
-            cand = high[torch.from_numpy(kept), e:].any(0).numpy()
+            cand = high[torch.from_numpy(kept).to(boxes.device),
+                        e:].any(0).cpu().numpy()
             cand &= ~removed[e:]
             if not cand.any():
                 continue
@@ -400,36 +405,62 @@ class OdamNMS:
                              f'{tuple(labels.shape)}')
 
     def keep_indices(self, boxes: Tensor, scores: Tensor,
-                     labels: Optional[Tensor], maps: Tensor,
-                     boxes_for_iou: Optional[Tensor] = None) -> Tensor:
-        """Kept indices (K,) long, by descending score (no ``max_num``)."""
+                     labels: Optional[Tensor], maps: Optional[Tensor],
+                     boxes_for_iou: Optional[Tensor] = None,
+                     corr: Optional[Tensor] = None) -> Tensor:
+        """Kept indices (K,) long, by descending score (no ``max_num``).
+
+        ``corr`` (N, N), when given, replaces ``maps``: precomputed
+        correlations (see :func:`map_correlation`), e.g. for sweeps.
+        """
+        if corr is not None:
+            n = boxes.shape[0]
+            if corr.shape != (n, n):
+                raise ValueError(f'corr must be ({n}, {n}), got '
+                                 f'{tuple(corr.shape)}')
+            if maps is None:
+                maps = corr
         self._check_inputs(boxes, scores, maps, labels)
         n = boxes.shape[0]
         device = boxes.device
         if n == 0:
             return torch.zeros(0, dtype=torch.long, device=device)
-        # same call as mmcv's kernel: identical tie order
-        order = scores.detach().cpu().sort(0, descending=True)[1]
+        # computed on the inputs' device; only boolean blocks go to the CPU.
+        # Same sort call as mmcv's CPU kernel: identical tie order.
+        order = scores.detach().sort(0, descending=True)[1]
         b = (boxes if boxes_for_iou is None else boxes_for_iou)
-        b = b.detach().cpu().float()[order]
+        b = b.detach().float()[order]
         if labels is None or self.class_agnostic:
-            groups = torch.zeros(n, dtype=torch.long)
+            groups = torch.zeros(n, dtype=torch.long, device=device)
         else:
-            groups = labels.detach().cpu().long()[order]
+            groups = labels.detach().long()[order]
         z = None
+        if corr is not None:
+            c = corr.detach().to(device)[order][:, order]
+            if c.numel() and not torch.isfinite(c).all():
+                raise ValueError('corr contains NaN or Inf values')
+            keep = _greedy_sorted(b, None, groups, self._rule, corr=c)
+            return order[torch.from_numpy(keep).to(device)]
         if self._rule.needs_corr:
-            z = maps.detach().reshape(n, -1).cpu()[order]  # a new tensor
+            z = maps.detach().reshape(n, -1).to(device)[order]  # a new tensor
             z = normalize_maps(z, self.corr_type, inplace=True)
         elif maps.numel() and not (torch.isfinite(maps.amax()) and
                                    torch.isfinite(maps.amin())):
             raise ValueError('maps contain NaN or Inf values')
         keep = _greedy_sorted(b, z, groups, self._rule)
-        return order[torch.from_numpy(keep)].to(device)
+        return order[torch.from_numpy(keep).to(device)]
 
     def __call__(self, boxes: Tensor, scores: Tensor, labels: Tensor,
-                 maps: Tensor) -> Tuple[Tensor, Tensor]:
-        """Per-class Odam-NMS; returns ``(dets (K,5), keep (K,))``."""
-        self._check_inputs(boxes, scores, maps, labels)
+                 maps: Optional[Tensor], corr: Optional[Tensor] = None
+                 ) -> Tuple[Tensor, Tensor]:
+        """Per-class Odam-NMS; returns ``(dets (K,5), keep (K,))``.
+
+        ``corr`` (N, N) optionally replaces ``maps`` (precomputed).
+        """
+        if maps is None and corr is None:
+            raise ValueError('either maps or corr must be given')
+        self._check_inputs(boxes, scores, maps if maps is not None else corr,
+                           labels)
         boxes_for_iou = None
         if not self.class_agnostic and boxes.shape[0] > 0:
             # mmcv's batched_nms offset trick, for bit-identical IoUs
@@ -437,7 +468,8 @@ class OdamNMS:
             max_coordinate = b.max()
             offsets = labels.to(b) * (max_coordinate + torch.tensor(1).to(b))
             boxes_for_iou = b + offsets[:, None]
-        keep = self.keep_indices(boxes, scores, labels, maps, boxes_for_iou)
+        keep = self.keep_indices(boxes, scores, labels, maps, boxes_for_iou,
+                                 corr=corr)
         if self.max_num > 0:
             keep = keep[:self.max_num]
         dets = torch.cat([boxes[keep], scores[keep][:, None]], -1)

@@ -94,3 +94,22 @@ def test_minmax_normalize_safe():
     out = minmax_normalize(m)
     assert out.tolist() == [[[0.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]
     assert minmax_normalize(torch.zeros(0, 3, 3)).shape == (0, 3, 3)
+
+
+def test_render_local_equals_full_render_and_normalize():
+    from mmdet_odam.core import render_local, sample_level_maps
+    torch.manual_seed(0)
+    m = torch.zeros(4, 12, 16, dtype=torch.float64)
+    m[0, 3:6, 4:9] = torch.rand(3, 5)
+    m[1, 0:2, 0:3] = torch.rand(2, 3) - 0.7  # signed (pos_norelu)
+    m[3, 10:12, 13:16] = torch.rand(2, 3)
+    m2 = torch.rand(2, 3, 4, dtype=torch.float64) - 0.3
+    pieces = [(torch.tensor([0, 1, 2, 3]), 8, m),
+              (torch.tensor([1, 3]), (32, 32), m2)]
+    full = sample_level_maps(m, 8, (70, 130), (1.25, 0.9))
+    full[[1, 3]] += sample_level_maps(m2, 32, (70, 130), (1.25, 0.9))
+    a = render_local(pieces, 4, (70, 130), (1.25, 0.9))
+    assert torch.allclose(a, full, atol=1e-12)
+    b = render_local(pieces, 4, (70, 130), (1.25, 0.9), normalize=True)
+    assert torch.allclose(b, minmax_normalize(full), atol=1e-12)
+    assert b[2].abs().max() == 0 and b[0].max() == 1

@@ -111,7 +111,7 @@ def test_all_methods_explain_given_boxes():
         assert 0 <= r.maps['cls'].min() and r.maps['cls'].max() <= 1
         torch.testing.assert_close(r.bboxes, boxes[0])
     with pytest.raises(ValueError, match='only target'):
-        build_explainer(model, 'drise', targets='left')
+        build_explainer(model, 'drise', targets='cls,left')
 
 
 def _toy(region, box=(0., 0., 8., 8.)):

@@ -165,7 +165,7 @@ def test_batched_equals_per_detection_autograd(model, smoothing):
         ref = reference_maps(model, inputs, samples, e, t, smoothing)
         err = (ref - e.maps[t]).abs().amax((1, 2))
         assert err.max() < 1e-4, (t, err)
-        assert (e.maps[t].amax((1, 2)) == 1).all()
+        assert (e.maps[t].amax((1, 2)) > 0.999).all()
     comb = torch.stack([e.maps[t] for t in TARGETS]).amax(0)
     assert torch.equal(comb, e.maps['combined'])
     assert e.maps['cls'].shape == (len(e), 100, 150)
@@ -278,7 +278,7 @@ def test_roi_layer_maps_inside_roi(model):
         for t in ('cls', 'top'):
             m = e.maps[t][k]
             assert (m[~inside] == 0).all()
-            assert m[inside].max() == 1
+            assert m[inside].max() > 0.999
 
 
 def test_given_boxes_and_empty(model):

@@ -92,12 +92,19 @@ def _test(repo_root, cfg, ckpt, work_dir):
         return json.load(f)
 
 
-def test_tools_test_odam_nms_reports_crowd_metrics(repo_root, crowd_set,
-                                                   checkpoint, tmp_path):
-    nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
-               corr_high=0.8)
-    cfg = _write_cfg(tmp_path, repo_root, crowd_set, nms)
-    odam = _test(repo_root, cfg, checkpoint[0], tmp_path / 'odam')
+ODAM = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2, corr_high=0.8)
+
+
+@pytest.fixture(scope='module')
+def odam_test_run(repo_root, crowd_set, checkpoint, tmp_path_factory):
+    """Metrics of one tools/test.py run with Odam-NMS (0.5, 0.2, 0.8)."""
+    tmp = tmp_path_factory.mktemp('odam_run')
+    cfg = _write_cfg(tmp, repo_root, crowd_set, ODAM)
+    return _test(repo_root, cfg, checkpoint[0], tmp / 'work')
+
+
+def test_tools_test_odam_nms_reports_crowd_metrics(crowd_set, odam_test_run):
+    odam = odam_test_run
     for key in ('crowd_human/mAP', 'crowd_human/mMR', 'crowd_human/JI',
                 'crowd_recall/JI', 'crowd_recall/recall_crowd',
                 'crowd_recall/recall_sparse', 'crowd_recall/recall',
@@ -179,3 +186,79 @@ def test_bad_odam_nms_cfg_fails_at_build(repo_root, config, head):
     test_cfg.nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
                         corr_high=0.8)
     MODELS.build(cfg.model)
+
+
+def test_sweep_tool(repo_root, crowd_set, checkpoint, odam_test_run,
+                    tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'sweep_odam_nms',
+        repo_root / 'tools' / 'analysis_tools' / 'sweep_odam_nms.py')
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    cfg = _write_cfg(tmp_path, repo_root, crowd_set, ODAM)
+    out = tmp_path / 'sweep'
+    args = [str(cfg), str(checkpoint[0]), '--corr-low', '0', '0.2',
+            '--corr-high', '0.8', '1', '--out-dir', str(out)]
+    res = sweep.main(args)
+    assert (out / 'sweep.png').stat().st_size > 0
+    assert (out / 'cache.pth').is_file()
+    pairs = {(r['corr_low'], r['corr_high']): r for r in res['sweep']}
+    assert set(pairs) == {(0.0, 0.8), (0.0, 1.0), (0.2, 0.8), (0.2, 1.0)}
+    # (0, 1) is classic NMS
+    for k in ('AP', 'MR', 'JI', 'recall_crowd'):
+        assert pairs[(0.0, 1.0)][k] == res['classic_nms'][k]
+    # the sweep's (0.2, 0.8) point (cached candidates, re-run NMS) == the
+    # tools/test.py run of the head's own Odam-NMS path
+    point = pairs[(0.2, 0.8)]
+    for k, key in (('AP', 'crowd_human/mAP'), ('MR', 'crowd_human/mMR'),
+                   ('JI', 'crowd_human/JI'),
+                   ('recall_crowd', 'crowd_recall/recall_crowd'),
+                   ('recall_sparse', 'crowd_recall/recall_sparse')):
+        assert point[k] == pytest.approx(odam_test_run[key], abs=1e-6), k
+    # second run reuses the cache and gives the same numbers
+    res2 = sweep.main(args)
+    assert res2['sweep'] == res['sweep']
+    with pytest.raises(ValueError, match='odam_nms'):
+        sweep.main([str(_write_cfg(tmp_path, repo_root, crowd_set,
+                                   dict(type='nms', iou_threshold=0.5))),
+                    str(checkpoint[0]), '--out-dir', str(out)])
+
+
+def test_faster_rcnn_roi_head_classic_invariant(repo_root):
+    """OdamStandardRoIHead: odam_nms(0, 1) == mmdet's multiclass NMS."""
+    import mmdet_odam  # noqa: F401
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(
+        str(repo_root / 'configs/tiny/faster-rcnn_tiny_coco-person.py'))
+    cfg.model.roi_head.type = 'OdamStandardRoIHead'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    model.test_cfg.rcnn.max_per_img = 1000
+    img = torch.rand(3, 120, 160) * 255
+    meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
+                scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+
+    def run(nms):
+        model.roi_head.test_cfg.nms = nms
+        with torch.no_grad():
+            return model.predict(data['inputs'],
+                                 copy.deepcopy(data['data_samples']))[0] \
+                .pred_instances
+
+    ref = run(dict(type='nms', iou_threshold=0.5))
+    got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
+                   corr_high=1.0))
+    assert len(ref) > 10
+    assert torch.equal(ref.bboxes, got.bboxes)
+    assert torch.equal(ref.scores, got.scores)
+    odam = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
+                    corr_high=0.8))
+    assert odam.odam_maps.shape[0] == len(odam)

@@ -195,6 +195,8 @@ def test_given_boxes_inline_and_json(tool, assets, tmp_path):
     (['--boxes', '1,2,3'], 'bad box'),
     (['--boxes', '1,2,3,4,0', '5,6,7,8'], 'label for every box'),
     (['--grad-mode', 'up'], 'grad_mode'),
+    (['--layer', 'backbone.nope'], 'valid names'),
+    (['--method', 'lime'], 'Unknown explanation method'),
 ])
 def test_usage_errors_exit_2(tool, assets, tmp_path, capsys, extra, msg):
     with pytest.raises(SystemExit) as e:

@@ -78,6 +78,11 @@ def parse_args(argv=None):
     p.add_argument('--step-area', choices=('box', 'image'), default='box',
                    help='pixels per step: GT box area / n_steps (authors) '
                    'or image area / n_steps')
+    p.add_argument('--odi-objects', choices=('all', 'classes'),
+                   default='all',
+                   help='ODI "other objects": every non-crowd COCO object '
+                   'of the image, any class (all, paper and authors\' code; '
+                   'COCO json only) or only those of the config\'s classes')
     p.add_argument('--skip-deletion', action='store_true',
                    help='only the map metrics (no deletion / insertion: '
                    'they cost ~23 detector forwards per object and method)')
@@ -129,6 +134,44 @@ def gt_of(info: dict, shape):
     return boxes, labels, torch.stack(masks)
 
 
+class OtherObjects:
+    """Non-crowd objects of the classes a dataset leaves out (for ODI over
+    all objects); only for COCO json data sets."""
+
+    def __init__(self, dataset):
+        self.coco, ann = None, str(getattr(dataset, 'ann_file', '') or '')
+        cat_ids = getattr(dataset, 'cat_ids', None)
+        if ann.endswith('.json') and cat_ids is not None and osp.isfile(ann):
+            import contextlib
+            import io
+
+            from pycocotools.coco import COCO
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(ann)
+            self.keep = set(cat_ids)
+
+    def get(self, img_id, shape, with_masks):
+        """(M, 4) xyxy boxes and (M, H, W) masks (or None)."""
+        h, w = shape
+        anns = [] if self.coco is None else [
+            a for a in self.coco.loadAnns(self.coco.getAnnIds(
+                imgIds=[img_id], iscrowd=False))
+            if a['category_id'] not in self.keep and a['bbox'][2] > 0
+            and a['bbox'][3] > 0
+        ]
+        boxes = torch.tensor([[a['bbox'][0], a['bbox'][1],
+                               a['bbox'][0] + a['bbox'][2],
+                               a['bbox'][1] + a['bbox'][3]] for a in anns],
+                             dtype=torch.float32).reshape(-1, 4)
+        if not with_masks:
+            return boxes, None
+        masks = [torch.from_numpy(self.coco.annToMask(a).astype(bool))
+                 if a.get('segmentation') else torch.zeros(
+                     h, w, dtype=torch.bool) for a in anns]
+        return boxes, (torch.stack(masks) if masks else torch.zeros(
+            0, h, w, dtype=torch.bool))
+
+
 def load_done(path):
     """Records already written (a torn last line is ignored)."""
     done = {}
@@ -173,7 +216,8 @@ def build_explainers(model, methods, args, out_dir):
             kw = dict(smoothing=args.smoothing)
         elif m == 'drise':
             kw = dict(n_masks=args.drise_masks, chunk_size=args.drise_chunk,
-                      seed=args.seed, resume_dir=osp.join(out_dir, 'drise'))
+                      seed=args.seed, resume_dir=osp.join(out_dir, 'drise'),
+                      progress=args.drise_masks >= 500)
         out[m] = build_explainer(model, m, **kw)
     return out
 
@@ -296,6 +340,7 @@ def main(argv=None):
         rnd_model = randomized_copy(model, args.seed)
         rnd_explainers = build_explainers(rnd_model, methods, args,
                                           osp.join(args.out_dir, 'random'))
+    others = OtherObjects(dataset) if args.odi_objects == 'all' else None
     rec_path = osp.join(args.out_dir, 'objects.jsonl')
     done = load_done(rec_path)
     notes, n_obj = [], 0
@@ -353,6 +398,13 @@ def main(argv=None):
         rmaps = explain_object_maps(
             {m: rnd_explainers[m] for m in todo}, inputs, samples, boxes,
             labels) if rnd_explainers else {}
+        # ODI: the explained object among all objects of the image
+        all_boxes, all_masks = gt_boxes, gt_masks
+        if others is not None:
+            ob, om = others.get(img_id, (oh, ow), gt_masks is not None)
+            all_boxes = torch.cat([gt_boxes, ob])
+            if gt_masks is not None:
+                all_masks = torch.cat([gt_masks, om])
         sx, sy = [float(v) for v in meta.get('scale_factor', (1, 1))[:2]]
         img = data['inputs'].float()
         for j, i in enumerate(sel):
@@ -373,7 +425,8 @@ def main(argv=None):
                     det_box=boxes[j].tolist(), det_score=float(
                         dets_s[p_sel[j]]), label=int(labels[j]),
                     explain_s_per_image=maps[m][1])
-                rec.update(localisation_metrics(heat, gt_boxes, g, gt_masks))
+                rec.update(localisation_metrics(heat, all_boxes, g,
+                                                all_masks))
                 for mode in () if args.skip_deletion else (
                         'deletion', 'insertion'):
                     gen = torch.Generator().manual_seed(

@@ -76,8 +76,9 @@ def read_image(path: str) -> np.ndarray:
 
 def load_coco_set(data_root: str, ann_file: Optional[str] = None,
                   img_dir: str = 'images', min_height: int = 64,
-                  min_area: float = 2000.) -> Tuple[List[PersonSource],
-                                                     List[str], dict]:
+                  min_area: float = 2000.,
+                  licenses: Optional[Sequence[int]] = None,
+                  max_fill: float = 0.8) -> Tuple[List[PersonSource], List[str], dict]:
     """Cut person instances out of a COCO set and list person-free images.
 
     Args:
@@ -87,6 +88,10 @@ def load_coco_set(data_root: str, ann_file: Optional[str] = None,
         img_dir: image folder relative to ``data_root``.
         min_height: minimum box height (px) of a person to cut out.
         min_area: minimum mask area (px) of a person to cut out.
+        max_fill: skip persons whose mask fills more than this share of
+            their box (box-shaped masks paste as rectangles).
+        licenses: use only images whose ``license`` id is in this list
+            (e.g. ``[4, 5]``: CC BY, CC BY-SA); None: all.
 
     Returns:
         persons (sorted by annotation id), background image paths (images
@@ -108,6 +113,8 @@ def load_coco_set(data_root: str, ann_file: Optional[str] = None,
     for img_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(img_id)[0]
         images[info['file_name']] = info
+        if licenses is not None and info.get('license') not in licenses:
+            continue
         path = osp.join(data_root, img_dir, info['file_name'])
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id,
                                             catIds=[PERSON_CAT]))
@@ -123,6 +130,8 @@ def load_coco_set(data_root: str, ann_file: Optional[str] = None,
             mask = coco.annToMask(a)
             ys, xs = np.nonzero(mask)
             if len(ys) < min_area:
+                continue
+            if len(ys) > max_fill * (np.ptp(ys) + 1) * (np.ptp(xs) + 1):
                 continue
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
             persons.append(PersonSource(
@@ -300,7 +309,9 @@ def make_split(data_root: str, out_dir: str, split: str, num_images: int,
                    640, 480), seed: int = 0, min_visible: float = 0.1,
                jpg_quality: int = 90, ann_file: Optional[str] = None,
                height_range: Tuple[float, float] = (0.2, 0.7),
-               min_height: int = 64, logger=print) -> dict:
+               min_height: int = 64,
+               licenses: Optional[Sequence[int]] = None,
+               logger=print) -> dict:
     """Generate one split; returns summary statistics.
 
     Args:
@@ -316,6 +327,8 @@ def make_split(data_root: str, out_dir: str, split: str, num_images: int,
         seed: random seed; the same arguments give identical files.
         min_visible: persons whose visible share is lower are ignored.
         jpg_quality: JPEG quality.
+        licenses: COCO image licence ids to draw persons and backgrounds
+            from (None: all).
     """
     if num_images < 1:
         raise ValueError(f'num_images must be >= 1, got {num_images}')
@@ -327,8 +340,8 @@ def make_split(data_root: str, out_dir: str, split: str, num_images: int,
         raise ValueError(f'overlap_pairs must be >= 0, got {overlap_pairs}')
     if not 0 <= min_visible < 1:
         raise ValueError(f'min_visible must be in [0, 1), got {min_visible}')
-    persons, backgrounds, _ = load_coco_set(data_root, ann_file,
-                                            min_height=min_height)
+    persons, backgrounds, images = load_coco_set(
+        data_root, ann_file, min_height=min_height, licenses=licenses)
     if not persons:
         raise ValueError(f'no person instance under {data_root} is large '
                          f'enough (box height >= {min_height} px)')
@@ -344,7 +357,7 @@ def make_split(data_root: str, out_dir: str, split: str, num_images: int,
         odgt_lines, id_hw = [], {}
         coco = dict(images=[], annotations=[], categories=[
             dict(id=1, name='person', supercategory='person')])
-        sources = dict(data_root=osp.abspath(data_root), source_ann_ids=[],
+        sources = dict(data_root=str(data_root), source_ann_ids=[],
                        background_images=[])
         src_ids, bg_used = set(), set()
         n_persons_tot = n_pairs_tot = n_ignored = 0
@@ -407,6 +420,11 @@ def make_split(data_root: str, out_dir: str, split: str, num_images: int,
             json.dump(coco, f)
         sources['source_ann_ids'] = sorted(src_ids)
         sources['background_images'] = sorted(bg_used)
+        used = {p.image_file for p in persons if p.ann_id in src_ids} | bg_used
+        sources['images'] = [
+            {k: images[f].get(k) for k in ('file_name', 'license',
+                                           'flickr_url', 'coco_url')}
+            for f in sorted(used)]
         with open(osp.join(tmp, f'sources_{split}.json'), 'w') as f:
             json.dump(sources, f)
         # swap in atomically: old split (if any) is moved away first
@@ -457,6 +475,9 @@ def parse_args(argv=None):
     p.add_argument('--min-height', type=int, default=64,
                    help='minimum source person box height (px)')
     p.add_argument('--jpg-quality', type=int, default=90)
+    p.add_argument('--licenses', type=int, nargs='+', default=None,
+                   help='only COCO images with these licence ids (e.g. 4 5 '
+                   'for CC BY, CC BY-SA)')
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args(argv)
 
@@ -467,7 +488,7 @@ def main(argv=None):
                tuple(args.persons_per_image), args.overlap_pairs,
                tuple(args.img_scale), args.seed, args.min_visible,
                args.jpg_quality, args.ann_file, tuple(args.height_range),
-               args.min_height)
+               args.min_height, args.licenses)
 
 
 if __name__ == '__main__':

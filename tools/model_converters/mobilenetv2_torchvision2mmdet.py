@@ -147,6 +147,7 @@ def save_atomic(obj, out: str) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         if osp.exists(tmp):
