@@ -8,7 +8,8 @@ from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
                         kernel_radius, max_kernel_radius)
 
 __all__ = [
-    'gather_patches', 'interp_matrix', 'render_local', 'level_to_image', 'level_to_padded', 'paste_patches',
+    'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
+    'level_to_padded', 'paste_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',
     'odam_map', 'odam_raw', 'box_sigmas', 'gaussian_kernels1d',
     'gaussian_smooth', 'kernel_radius', 'max_kernel_radius'

@@ -7,7 +7,7 @@ the map border. The original image maps to the top-left ``img_shape``
 region of the padded input through the resize factor, so padding and resize
 are undone in one exact sampling step (no intermediate resize).
 """
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F  # noqa: F401

@@ -39,7 +39,8 @@ class OdamCrowdHumanDataset(CrowdHumanDataset):
             if data_root and not osp.isabs(path):
                 path = osp.join(data_root, path)
             if not osp.isfile(path):
-                raise FileNotFoundError(f'extra_ann_file {path} does not exist')
+                raise FileNotFoundError(
+                    f'extra_ann_file {path} does not exist')
             self._id_hw = load(path)
         self.extra_ann_exist = self._id_hw is not None
         self.extra_anns = self._id_hw or {}

@@ -394,7 +394,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
                          target='cls', out_size=(50, 50),
                          smoothing='gaussian', grad_mode='pos_relu',
                          create_graph=False, boxes=None, pad_shape=None,
-                         norm_stats=None) -> Tensor:
+                         norm_stats=None, chunk_size: int = 256) -> Tensor:
     """ODAM maps of dense-head candidates, batched (patch path).
 
     Args:
@@ -414,6 +414,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         pad_shape (tuple, optional): padded input (H, W); default
             ``(h_0 * stride_0, w_0 * stride_0)``.
         norm_stats (dict, optional): GN stats of the full-map forward.
+        chunk_size (int): candidates per patch batch (bounds memory).
 
     Returns:
         Tensor: (N, H_o, W_o) raw maps (>= 0 except for ``pos_norelu``).
@@ -428,10 +429,20 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         pad_shape = (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
-    pieces, _ = patch_level_maps(head, feats, img_inds, level_ids, loc_inds,
-                                 labels, [t], smoothing, grad_mode,
-                                 create_graph, boxes, norm_stats)
-    return render_padded(pieces[t], n, pad_shape, out_size)
+    has_gn = any(isinstance(m, nn.GroupNorm) for layer in tower_layers(head)
+                 for m in layer.modules())
+    if has_gn and norm_stats is None:
+        with torch.no_grad():
+            _, norm_stats = head_forward_with_stats(
+                head, [f.detach() for f in feats])
+    outs = []
+    for sel in torch.arange(n, device=labels.device).split(int(chunk_size)):
+        pieces, _ = patch_level_maps(
+            head, feats, img_inds[sel], level_ids[sel], loc_inds[sel],
+            labels[sel], [t], smoothing, grad_mode, create_graph,
+            None if boxes is None else boxes[sel], norm_stats)
+        outs.append(render_padded(pieces[t], len(sel), pad_shape, out_size))
+    return torch.cat(outs)
 
 
 # ----------------------------------------------------------------------

@@ -314,7 +314,10 @@ class GenericExplainer(BaseExplainer):
         for i, res in enumerate(results):
             meta = res.metainfo
             inst = res.pred_instances
-            sf = meta.get('scale_factor', (1.0, 1.0))
+            sf = meta.get('scale_factor', None)
+            if sf is None:  # (w_scale, h_scale) as mmdet
+                sf = (meta['img_shape'][1] / meta['ori_shape'][1],
+                      meta['img_shape'][0] / meta['ori_shape'][0])
             if boxes is not None:
                 gb = check_boxes(boxes[i], meta['ori_shape'],
                                  inst.bboxes.device)

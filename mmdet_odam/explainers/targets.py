@@ -1,6 +1,7 @@
-"""Typed options of an explanation: which scalar is explained (:class:`Target`),
-how the gradient enters the map (:class:`GradMode`, paper App. A.5.6) and how
-the gradient map is smoothed (:class:`Smoothing`, paper Eq. 2)."""
+"""Typed options of an explanation: which scalar is explained
+(:class:`Target`), how the gradient enters the map (:class:`GradMode`, paper
+App. A.5.6) and how the gradient map is smoothed (:class:`Smoothing`, paper
+Eq. 2)."""
 from enum import Enum
 from typing import Iterable, List, Sequence, Tuple, Type, TypeVar, Union
 
@@ -14,8 +15,8 @@ class Target(str, Enum):
     (FCOS/ATSS: sigmoid(cls) * sigmoid(centerness), RetinaNet: sigmoid(cls),
     Faster R-CNN: softmax). Box targets are signed so a positive gradient means
     "grow the box": left = -x1, top = -y1, right = x2, bottom = y2 of the
-    decoded box in pixels of the network input. ``combined`` is the element-wise
-    max of the five normalised maps (paper Sec. 4.1).
+    decoded box in pixels of the network input. ``combined`` is the
+    element-wise max of the five normalised maps (paper Sec. 4.1).
     """
     CLS = 'cls'
     LEFT = 'left'
@@ -27,7 +28,7 @@ class Target(str, Enum):
 
 #: The five scalar targets whose maps form ``combined``.
 BASE_TARGETS: Tuple[Target, ...] = (Target.CLS, Target.LEFT, Target.TOP,
-                                     Target.RIGHT, Target.BOTTOM)
+                                    Target.RIGHT, Target.BOTTOM)
 BOX_TARGETS: Tuple[Target, ...] = BASE_TARGETS[1:]
 
 

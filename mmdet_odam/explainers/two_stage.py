@@ -43,12 +43,12 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..core import (apply_grad_mode, box_sigmas, gaussian_smooth,
-                    kernel_radius, level_to_image, level_to_padded)
+                    kernel_radius, level_to_padded)
 from .base import BaseExplainer
 from .builder import EXPLAINERS
 from .generic import check_boxes, match_boxes
 from .results import Explanation
-from .targets import BOX_TARGETS, Target, parse_grad_mode, parse_smoothing
+from .targets import Target, parse_grad_mode, parse_smoothing
 
 #: Layer names understood by :class:`TwoStageExplainer` besides module names.
 FPN_LEVEL = 'fpn_level'
@@ -865,8 +865,8 @@ class TwoStageExplainer(BaseExplainer):
                                           descending=True)][:topk]
                 roi_inds, labs = res.roi_inds[keep], res.labels[keep]
                 det_boxes, det_scores = res.bboxes[keep], res.scores[keep]
-            expl_kw = dict(img_path=meta.get('img_path'), layer=self.layer_name,
-                           method=self.method)
+            expl_kw = dict(img_path=meta.get('img_path'),
+                           layer=self.layer_name, method=self.method)
             if len(roi_inds) == 0:
                 out.append(Explanation.empty(self.targets, meta['ori_shape'],
                                              **expl_kw))
@@ -912,11 +912,12 @@ class TwoStageExplainer(BaseExplainer):
         rois = bbox2roi([roi_boxes])
         tgs = self.scalar_targets
         ori = tuple(int(v) for v in meta['ori_shape'][:2])
-        sf = meta.get('scale_factor', (1.0, 1.0))
+        sf = meta.get('scale_factor', None)
+        if sf is None:  # (w_scale, h_scale) as mmdet
+            sf = (meta['img_shape'][1] / ori[1], meta['img_shape'][0] / ori[0])
         with torch.no_grad():
             roi_feats = ext(feats, rois)
         grads = roi_target_grads(roi_head, roi_feats, rois, labels, tgs)
-        k, t = len(rois), len(tgs)
         with torch.no_grad():
             if self.layer_name == ROI:
                 m = apply_grad_mode((grads * roi_feats[:, None]).sum(2),
@@ -931,7 +932,7 @@ class TwoStageExplainer(BaseExplainer):
                 def render(win, y0, x0, stride, level_hw):
                     return render_windows_on_image(
                         win, y0, x0, stride, level_hw, meta['img_shape'],
-                        ori, meta.get('scale_factor'))
+                        ori, sf)
 
                 maps = roi_level_maps(roi_head, feats, rois, grads, render,
                                       ori, boxes_in, self.smoothing,

@@ -75,6 +75,11 @@ def test_tool_runs_resumes_and_writes_tables(tmp_path, ckpt):
     again = read_valid(out)
     assert len(again) == 8
     assert again[0] == recs[0]  # finished work is kept, not recomputed
+    (out / 'tables.md').unlink()
+    again_sum = tool.main(args(out, ckpt, '--summarize-only'))
+    assert again_sum['odam']['pg_box'] == pytest.approx(
+        summary['odam']['pg_box'])
+    assert (out / 'tables.md').is_file()
     keyset = {(r['key'], r['method']) for r in again}
     assert keyset == {(r['key'], r['method']) for r in recs}
 

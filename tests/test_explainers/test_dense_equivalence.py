@@ -214,3 +214,18 @@ def test_cls_target_is_reported_score():
             box[0::2] = box[0::2].clamp(max=samples[0].img_shape[1])
             box[1::2] = box[1::2].clamp(max=samples[0].img_shape[0])
             assert torch.allclose(box, res.bboxes[i].double(), atol=1e-4)
+
+
+def test_chunked_candidates_give_same_maps():
+    model = build_detector('atss', gn=True)
+    inputs, samples = fake_batch(model, n=2)
+    cands = candidates(model, inputs, samples)
+    with model_guard(model):
+        with torch.no_grad():
+            feats = model.extract_feat(inputs)
+        a = dense_candidate_maps(model.bbox_head, feats, *cands,
+                                 target='top', out_size=(24, 32))
+        b = dense_candidate_maps(model.bbox_head, feats, *cands,
+                                 target='top', out_size=(24, 32),
+                                 chunk_size=5)
+    assert torch.allclose(a, b, atol=1e-6)

@@ -187,8 +187,8 @@ def test_layers_neck_and_backbone_exact_path():
     # only the detection's own level has a gradient: neck == own level
     assert torch.allclose(own.maps['cls'], neck.maps['cls'], atol=1e-5)
     bb = DenseHeadExplainer(model, layer='backbone.layer3',
-                            targets='cls,top').explain(inputs, samples,
-                                                        **kw)[0]
+                            targets='cls,top')
+    bb = bb.explain(inputs, samples, **kw)[0]
     assert bb.layer == 'backbone.layer3'
     assert bb.maps['top'].shape == (4, 140, 200)
     assert (bb.maps['cls'].flatten(1).max(1).values > 0).all()

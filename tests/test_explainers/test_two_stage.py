@@ -355,3 +355,41 @@ def test_odam_standard_roi_head():
     assert c.odam_maps.shape[1:] == (50, 75)
     assert (c.scores[:-1] >= c.scores[1:]).all()
     assert torch.allclose(cls.softmax(-1)[c.roi_inds, c.labels], c.scores)
+
+
+@pytest.mark.parametrize('sf', [(2.0, 2.0), (1.37, 1.52), (0.8, 0.8)])
+def test_window_rendering_equals_full_level(sf):
+    """Rendering only the pixels a window reaches == level_to_image of the
+    whole level (zero elsewhere), windows inside and at the borders."""
+    from mmdet_odam.explainers.two_stage import render_windows_on_image
+    torch.manual_seed(0)
+    h, w, stride = 13, 17, 8.0
+    ori = (int(h * stride / sf[1]) - 3, int(w * stride / sf[0]) - 5)
+    img_shape = (round(ori[0] * sf[1]), round(ori[1] * sf[0]))
+    win = torch.rand(4, 2, 5, 6)
+    y0 = torch.tensor([0, 4, 8, 3])
+    x0 = torch.tensor([0, 5, 11, 11])
+    part, r0, c0 = render_windows_on_image(win, y0, x0, stride, (h, w),
+                                           img_shape, ori, sf)
+    got = torch.zeros(4, 2, *ori)
+    rr, cc = part.shape[-2:]
+    for i in range(4):
+        got[i, :, r0[i]:r0[i] + rr, c0[i]:c0[i] + cc] = part[i]
+    full = torch.zeros(4, 2, h, w)
+    for i in range(4):
+        full[i, :, y0[i]:y0[i] + 5, x0[i]:x0[i] + 6] = win[i]
+    want = level_to_image(full.reshape(8, h, w), stride, img_shape, ori,
+                          sf).reshape(4, 2, *ori)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_batch_of_two_images_equals_single(model):
+    a_in, a_s = batch(model, seed=0)
+    b_in, b_s = batch(model, seed=1)
+    inputs = torch.cat([a_in, b_in])
+    ex = TwoStageExplainer(model, targets=['cls', 'bottom'])
+    both = ex.explain(inputs, a_s + b_s, score_thr=0.0, topk=4)
+    one = ex.explain(b_in, b_s, score_thr=0.0, topk=4)[0]
+    assert torch.equal(both[1].candidate_inds, one.candidate_inds)
+    for t in ('cls', 'bottom'):
+        assert torch.allclose(both[1].maps[t], one.maps[t], atol=1e-5)

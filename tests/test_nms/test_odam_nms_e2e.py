@@ -189,7 +189,7 @@ def test_bad_odam_nms_cfg_fails_at_build(repo_root, config, head):
 
 
 def test_sweep_tool(repo_root, crowd_set, checkpoint, odam_test_run,
-                    tmp_path):
+                    tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
         'sweep_odam_nms',
         repo_root / 'tools' / 'analysis_tools' / 'sweep_odam_nms.py')
@@ -216,8 +216,15 @@ def test_sweep_tool(repo_root, crowd_set, checkpoint, odam_test_run,
                    ('recall_sparse', 'crowd_recall/recall_sparse')):
         assert point[k] == pytest.approx(odam_test_run[key], abs=1e-6), k
     # second run reuses the cache and gives the same numbers
+    capsys.readouterr()
     res2 = sweep.main(args)
     assert res2['sweep'] == res['sweep']
+    assert 'using cached candidates' in capsys.readouterr().out
+    # the cache holds both correlation types
+    res3 = sweep.main(args + ['--corr-type', 'cosine'])
+    assert 'using cached candidates' in capsys.readouterr().out
+    assert res3['corr_type'] == 'cosine'
+    assert res3['classic_nms'] == res['classic_nms']
     with pytest.raises(ValueError, match='odam_nms'):
         sweep.main([str(_write_cfg(tmp_path, repo_root, crowd_set,
                                    dict(type='nms', iou_threshold=0.5))),

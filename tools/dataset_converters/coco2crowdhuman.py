@@ -101,7 +101,8 @@ def main(argv=None):
         try:
             coco = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f'{args.coco_json}: malformed JSON ({e})') from None
+            raise ValueError(
+                f'{args.coco_json}: malformed JSON ({e})') from None
     records, id_hw = coco_to_odgt(coco, args.skip_empty)
     write_text_atomic(id_hw_path(args.out), json.dumps(id_hw))
     dump_odgt(records, args.out)

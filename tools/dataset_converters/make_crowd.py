@@ -78,7 +78,8 @@ def load_coco_set(data_root: str, ann_file: Optional[str] = None,
                   img_dir: str = 'images', min_height: int = 64,
                   min_area: float = 2000.,
                   licenses: Optional[Sequence[int]] = None,
-                  max_fill: float = 0.8) -> Tuple[List[PersonSource], List[str], dict]:
+                  max_fill: float = 0.8
+                  ) -> Tuple[List[PersonSource], List[str], dict]:
     """Cut person instances out of a COCO set and list person-free images.
 
     Args:

@@ -1,4 +1,5 @@
-"""``OdamATSSHead``: mmdet ``ATSSHead`` with candidate tracking, Odam-NMS and Odam-Train."""
+"""``OdamATSSHead``: mmdet ``ATSSHead`` with candidate tracking,
+Odam-NMS and Odam-Train."""
 from mmdet.models.dense_heads import ATSSHead
 from mmdet.registry import MODELS
 

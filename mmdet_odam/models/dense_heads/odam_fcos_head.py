@@ -1,4 +1,5 @@
-"""``OdamFCOSHead``: mmdet ``FCOSHead`` with candidate tracking, Odam-NMS and Odam-Train."""
+"""``OdamFCOSHead``: mmdet ``FCOSHead`` with candidate tracking,
+Odam-NMS and Odam-Train."""
 from mmdet.models.dense_heads import FCOSHead
 from mmdet.registry import MODELS
 

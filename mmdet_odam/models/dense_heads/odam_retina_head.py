@@ -1,4 +1,5 @@
-"""``OdamRetinaHead``: mmdet ``RetinaHead`` with candidate tracking, Odam-NMS and Odam-Train."""
+"""``OdamRetinaHead``: mmdet ``RetinaHead`` with candidate tracking,
+Odam-NMS and Odam-Train."""
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 

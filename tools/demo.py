@@ -1,0 +1,172 @@
+"""`make demo`: ODAM on real photographs with the bundled person detector.
+
+Steps (each one fails loudly, naming itself):
+  1. explain every person found in ``demo/images`` with all targets
+     (``tools/explain.py``): per-image grids, overlays, npz, ``index.html``;
+  2. evaluate classic NMS and Odam-NMS on the small generated crowd set
+     ``demo/crowd_val_small`` (``tools/test.py``) and print AP / MR / JI and
+     crowd / sparse recall;
+  3. print where to look and what to try next.
+
+Every figure printed is computed in this run. Outputs go to ``--out-dir``
+(default ``outputs/demo``); a second run replaces them.
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = 'configs/pretrained/fcos_mobilenetv2_crowd-person.py'
+CHECKPOINT = 'checkpoints/fcos_mobilenetv2_crowd-person.pth'
+NMS_CONFIGS = {
+    'NMS': 'configs/demo/fcos_mobilenetv2_crowd-val-small_nms.py',
+    'Odam-NMS': 'configs/demo/fcos_mobilenetv2_crowd-val-small_odam-nms.py',
+}
+METRICS = [  # (column, key in the test log, scale)
+    ('AP', 'crowd_human/mAP', 100), ('MR', 'crowd_human/mMR', 100),
+    ('JI', 'crowd_human/JI', 100), ('recall', 'crowd_recall/recall', 100),
+    ('crowd recall', 'crowd_recall/recall_crowd', 100),
+    ('sparse recall', 'crowd_recall/recall_sparse', 100)
+]
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the step."""
+
+
+def run_step(step, cmd):
+    print(f'\n== step {step}: {" ".join(cmd)}', flush=True)
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT)
+    if proc.returncode != 0:
+        raise DemoError(f'step {step} failed (exit code {proc.returncode}): '
+                        f'{" ".join(cmd)}')
+    return time.time() - start
+
+
+def check_checkpoint(path):
+    """Fail early, naming the file, when the checkpoint is missing or
+    corrupt (loaded with ``weights_only=True`` like everything else)."""
+    if not osp.isfile(osp.join(ROOT, path)):
+        raise DemoError(
+            f'step 0 (checkpoint): {path} is missing. It is committed with '
+            'the repository; restore it with `git checkout -- '
+            f'{path}` or rebuild it with tools/train_default_models.sh.')
+    import torch
+
+    import mmdet_odam  # noqa: F401  (allow-lists mmengine's numpy globals)
+    try:
+        ckpt = torch.load(osp.join(ROOT, path), map_location='cpu',
+                          weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise DemoError(f'step 0 (checkpoint): {path} cannot be loaded '
+                        f'({type(err).__name__}: {err}). Restore it with '
+                        f'`git checkout -- {path}`.') from err
+    if 'state_dict' not in ckpt:
+        raise DemoError(f'step 0 (checkpoint): {path} has no state_dict')
+
+
+def save_example_png(grid_path, out_dir, max_rows=4):
+    """A PNG of the first ``max_rows`` detections (rows) of one grid."""
+    import cv2
+    import numpy as np
+    grid = cv2.imread(grid_path)
+    n_dets = len(np.load(grid_path.replace('_grid.jpg', '.npz'))['scores'])
+    row_h = grid.shape[0] // max(1, min(n_dets, 20))  # --grid-max-rows 20
+    crop = grid[:row_h * max_rows]
+    crop = cv2.resize(crop, (crop.shape[1] // 2, crop.shape[0] // 2),
+                      interpolation=cv2.INTER_AREA)
+    path = osp.join(out_dir, 'grid_example.png')
+    cv2.imwrite(path, crop)
+    return path
+
+
+def read_test_metrics(work_dir):
+    """Metrics that mmengine's LoggerHook wrote for the test run."""
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
+    logs = [p for p in logs if 'vis_data' not in p]
+    if not logs:
+        raise DemoError(f'step 2: no test log json under {work_dir}')
+    with open(logs[-1]) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    return lines[-1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out-dir', default='outputs/demo')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    args = parser.parse_args()
+    out_dir = osp.join(ROOT, args.out_dir)
+    py = sys.executable
+    try:
+        check_checkpoint(CHECKPOINT)
+        if osp.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.makedirs(out_dir)
+        explain_dir = osp.join(out_dir, 'explain')
+        t_explain = run_step(1, [
+            py, 'tools/explain.py', CONFIG, CHECKPOINT, 'demo/images',
+            '--out-dir', explain_dir, '--targets', 'all', '--score-thr',
+            str(args.score_thr), '--device', args.device
+        ])
+        grids = sorted(glob.glob(osp.join(explain_dir, '*_grid.jpg')))
+        if not grids:
+            raise DemoError('step 1 wrote no grid image')
+        example_png = save_example_png(grids[0], out_dir)
+        rows = {}
+        t_test = {}
+        for name, config in NMS_CONFIGS.items():
+            work_dir = osp.join(out_dir, 'test_' + name.lower())
+            t_test[name] = run_step(2, [
+                py, 'tools/test.py', config, CHECKPOINT, '--work-dir',
+                work_dir
+            ])
+            rows[name] = read_test_metrics(work_dir)
+    except DemoError as err:
+        print(f'\nmake demo FAILED: {err}', file=sys.stderr)
+        sys.exit(1)
+
+    n_images = len(glob.glob(osp.join(explain_dir, '*.npz')))
+    print('\n' + '=' * 72)
+    print(f'Step 1: explained {n_images} photographs with all targets in '
+          f'{t_explain:.0f} s')
+    print(f'  grids:   {osp.relpath(grids[0], ROOT)} (+{len(grids) - 1} more)')
+    print(f'  gallery: {osp.relpath(osp.join(explain_dir, "index.html"), ROOT)}')
+    print(f'  example: {osp.relpath(example_png, ROOT)}')
+    print('\nStep 2: demo/crowd_val_small (generated crowd scenes, '
+          'held-out persons), IoU 0.5')
+    header = '| post-processing | ' + ' | '.join(m[0] for m in METRICS) + \
+        ' | s/img |'
+    print(header)
+    print('|' + ' --- |' * (len(METRICS) + 2))
+    n_val = len(glob.glob(osp.join(ROOT, 'demo/crowd_val_small/val/images/*')))
+    for name, metrics in rows.items():
+        cells = [f'{metrics[key] * scale:.1f}' for _, key, scale in METRICS]
+        cells.append(f'{t_test[name] / max(n_val, 1):.2f}')
+        print(f'| {name} | ' + ' | '.join(cells) + ' |')
+    print('  (AP, JI, recalls: higher is better; MR = log-average miss rate, '
+          'lower is better; s/img includes start-up)')
+    print('\nStep 3: next')
+    print('  open the gallery above in a browser, or look at a grid image')
+    print('  explain your own images:  python tools/explain.py '
+          f'{CONFIG} {CHECKPOINT} IMG_OR_DIR --out-dir outputs/mine '
+          '--targets all')
+    print('  train with Odam-Train:    python tools/train.py '
+          'configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py')
+    print('  real CrowdHuman:          python tools/test.py '
+          'configs/odam_nms/fcos_mobilenetv2_crowdhuman_odam-nms.py CKPT')
+    print('  measure explanations:     python '
+          'tools/analysis_tools/eval_explanations.py CONFIG CKPT --methods '
+          'odam gradcam gradcampp drise --out-dir outputs/eval')
+
+
+if __name__ == '__main__':
+    main()
