@@ -251,6 +251,63 @@ def gn_error(model, inputs, samples, n_det):
     return out
 
 
+def real_check(n_images=12, n_gn_images=4):
+    """Trained person FCOS (checkpoints/fcos_mobilenetv2_crowd-person.pth) on
+    coco_val2017_tiny80: pointing game of the default ``cls`` maps and the
+    frozen-GN patch path vs ``exact=True``."""
+    import numpy as np
+    import torch
+    from mmdet.structures.bbox import bbox_overlaps
+    from mmdet_odam.apis import explain_image, init_explainer
+    from mmdet_odam.utils import repo_root, shared_dir
+    root = shared_dir() / 'data' / 'coco_val2017_tiny80'
+    with open(root / 'annotations' / 'instances_val2017.json') as f:
+        ann = json.load(f)
+    imgs = {i['id']: i for i in ann['images']}
+    gts = {}
+    for a in ann['annotations']:
+        if a['category_id'] == 1 and not a['iscrowd'] and a['area'] > 1024:
+            x, y, w, h = a['bbox']
+            gts.setdefault(a['image_id'], []).append([x, y, x + w, y + h])
+    rr = repo_root()
+    model = init_explainer(
+        str(rr / 'configs/pretrained/fcos_mobilenetv2_crowd-person_coco-'
+            'tiny80.py'), str(rr / 'checkpoints/fcos_mobilenetv2_crowd-'
+                              'person.pth'))
+    hit = tot = 0
+    errs, corrs = [], []
+    for k, (iid, boxes) in enumerate(sorted(gts.items())[:n_images]):
+        path = str(root / 'images' / imgs[iid]['file_name'])
+        e = explain_image(model, path, targets=('cls', ), score_thr=0.3,
+                          topk=20)
+        if len(e):
+            g = torch.tensor(boxes, dtype=torch.float32)
+            best, j = bbox_overlaps(e.bboxes, g).max(1)
+            for d in (best >= 0.5).nonzero().flatten().tolist():
+                m = e.maps['cls'][d]
+                py, px = divmod(int(m.argmax()), m.shape[1])
+                b = g[j[d]].tolist()
+                tot += 1
+                hit += int(b[0] <= px + 0.5 <= b[2]
+                           and b[1] <= py + 0.5 <= b[3])
+        if k < n_gn_images:
+            kw = dict(targets=('cls', 'left', 'bottom'), score_thr=0.3,
+                      topk=10)
+            ex = explain_image(model, path, exact=True, **kw)
+            fa = explain_image(model, path, **kw)
+            for t in ex.maps:
+                a, b2 = fa.maps[t].flatten(1), ex.maps[t].flatten(1)
+                errs += (a - b2).abs().max(1).values.tolist()
+                corrs += torch.nn.functional.cosine_similarity(
+                    a - a.mean(1, True), b2 - b2.mean(1, True)).tolist()
+    out = dict(pointing_hits=hit, pointing_total=tot,
+               gn_maps=len(errs), gn_err_median=float(np.median(errs)),
+               gn_err_max=float(np.max(errs)),
+               gn_min_corr=float(np.min(corrs)))
+    print('REAL ' + json.dumps(out))
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--detectors', nargs='+', default=['fcos'])
@@ -262,9 +319,17 @@ def main():
     p.add_argument('--gn-dets', type=int, default=20)
     p.add_argument('--device', default='cpu')
     p.add_argument('--out', default=None, help='write results as JSON')
+    p.add_argument('--real-check', action='store_true',
+                   help='only run the trained-model checks (pointing game, '
+                   'frozen GN vs exact) and exit')
     p.add_argument('--phase', default=None, help=argparse.SUPPRESS)
     p.add_argument('--detector', default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.real_check:
+        import warnings
+        warnings.simplefilter('ignore')
+        real_check()
+        return
     if args.phase:  # child process
         print('RESULT ' + json.dumps(run_phase(args.detector, args.phase,
                                                args)))

@@ -86,6 +86,11 @@ def parse_args(argv=None):
     parser.add_argument('--grad-mode', default='pos_relu',
                         help='pos_relu, neg_relu, pos_norelu or abs')
     parser.add_argument(
+        '--exact', default='auto', choices=['auto', 'yes', 'no'],
+        help='odam: "yes" = exact per-detection autograd, "no" = batched '
+        'fast path (frozen GroupNorm statistics on GN heads), "auto" = '
+        'exact only where the fast path would approximate')
+    parser.add_argument(
         '--method', default='odam',
         help='explainer: odam, or gradcam, gradcampp, drise (registered by '
         'mmdet_odam.explainers)')
@@ -283,10 +288,19 @@ class Explainer:
         expl = explain_image(
             self.model, img, targets=a.target_list, method=a.method,
             layer=a.layer, smoothing=a.smoothing, grad_mode=a.grad_mode,
-            score_thr=a.score_thr, topk=a.topk, boxes=boxes, labels=labels)
+            score_thr=a.score_thr, topk=a.topk, boxes=boxes, labels=labels,
+            **exact_kwargs(a))
         if not getattr(expl, 'img_path', None):
             expl.img_path = str(path)
         return expl
+
+
+def exact_kwargs(args):
+    """``exact=`` for the ODAM explainers (other methods have no such
+    option)."""
+    if args.method != 'odam':
+        return {}
+    return dict(exact={'auto': 'auto', 'yes': True, 'no': False}[args.exact])
 
 
 def run_image(explainer, writer, path, stem, args):
@@ -354,7 +368,7 @@ def main(argv=None) -> int:
     try:  # unknown method / layer: a usage error before any input is read
         build_explainer(model, args.method, targets=args.target_list,
                         layer=args.layer, smoothing=args.smoothing,
-                        grad_mode=args.grad_mode)
+                        grad_mode=args.grad_mode, **exact_kwargs(args))
     except (ValueError, TypeError) as e:
         parser.error(str(e))
     meta = getattr(model, 'dataset_meta', None) or {}

@@ -95,13 +95,17 @@ class BaseExplainer:
         grad_mode (str): ``pos_relu`` (default), ``neg_relu``, ``pos_norelu``,
             ``abs``.
         chunk_size (int): candidates per batched backward in autograd paths.
-        exact (bool): force exact per-candidate autograd (no shortcut).
+        exact (bool | str): ``True`` forces exact per-candidate autograd (no
+            shortcut); ``False`` always takes the batched fast path;
+            ``'auto'`` (default) is exact wherever the fast path would be an
+            approximation (dense heads with GroupNorm, whose batched path
+            freezes the GN statistics) and fast elsewhere.
     """
     method = 'odam'
 
     def __init__(self, model: nn.Module, targets=('cls', ), layer=None,
                  smoothing='gaussian', grad_mode='pos_relu',
-                 chunk_size: int = 16, exact: bool = False, **kwargs):
+                 chunk_size: int = 16, exact='auto', **kwargs):
         if kwargs:
             raise TypeError(f'Unknown explainer options: {sorted(kwargs)}')
         self.model = model
@@ -112,7 +116,10 @@ class BaseExplainer:
         if int(chunk_size) < 1:
             raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         self.chunk_size = int(chunk_size)
-        self.exact = bool(exact)
+        if exact not in (True, False, 'auto'):
+            raise ValueError(f"exact must be True, False or 'auto', got "
+                             f'{exact!r}')
+        self.exact = exact
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f'layer must be a module name or None, got '
                             f'{type(layer).__name__}')

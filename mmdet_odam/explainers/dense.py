@@ -93,6 +93,12 @@ def receptive_radius(head: nn.Module) -> int:
     return tower_r + max(_layer_radius(p) for p in preds)
 
 
+def has_group_norm(head: nn.Module) -> bool:
+    """Whether ``head`` normalises with GroupNorm (the patch path then
+    freezes the statistics: an approximation, see the module doc)."""
+    return any(isinstance(m, nn.GroupNorm) for m in head.modules())
+
+
 def supports_patch_path(head: nn.Module) -> bool:
     """Whether :func:`dense_candidate_maps`' patch path applies to ``head``."""
     try:
@@ -854,7 +860,8 @@ class DenseHeadExplainer(BaseExplainer):
                 for m in metas
             ]
         grad_weights = getattr(self, 'grad_weights', None)
-        use_exact = self.exact or self.layer is not None or \
+        exact = has_group_norm(head) if self.exact == 'auto' else self.exact
+        use_exact = exact or self.layer is not None or \
             grad_weights is not None or \
             not supports_patch_path(head)
         if use_exact:

@@ -9,7 +9,10 @@ RoI was pooled from is exactly ``RoIAlign^T(d target / d roi_feat)``; it is
 computed with mmcv's own RoIAlign backward (:func:`roi_align_adjoint`) on a
 window of the level around the RoI (the adjoint is zero outside the RoI's
 bilinear footprint, the window adds the smoothing radius, so the result is
-the same as on the whole level, see :func:`_roi_windows`).
+the same as on the whole level, see :func:`_roi_windows`). The map is linear
+in the ph*pw pooled gradients, so it is assembled from a smoothed adjoint
+basis of ph*pw maps per RoI (:func:`level_window_maps`): exact, and the
+Gaussian runs on 49 channels instead of targets x C.
 
 Layers:
     - ``'fpn_level'`` (default): the FPN level the RoI was pooled from

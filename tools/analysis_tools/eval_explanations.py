@@ -59,6 +59,10 @@ def parse_args(argv=None):
     p.add_argument('--max-objects', type=int, default=None,
                    help='stop after this many explained objects')
     p.add_argument('--max-images', type=int, default=None)
+    p.add_argument('--start-image', type=int, default=0,
+                   help='skip the images before this dataset index (to '
+                   'split a run; merge the objects.jsonl files and use '
+                   '--summarize-only)')
     p.add_argument('--drise-masks', type=int, default=5000)
     p.add_argument('--drise-chunk', type=int, default=16,
                    help='masked images per D-RISE forward')
@@ -363,6 +367,8 @@ def main(argv=None):
     bar = ProgressBar(n_img)
     for idx in range(n_img):
         bar.update()
+        if idx < args.start_image:
+            continue
         if args.max_objects is not None and n_obj >= args.max_objects:
             break
         info = dataset.get_data_info(idx)
