@@ -231,13 +231,44 @@ def discrimination(config, checkpoint, device='cpu', score_thr=0.1,
         for j in range(len(obj)):
             odis.append(odi_box(maps[j], gt_grid, int(obj[j])))
     same, diff = torch.cat(same), torch.cat(diff)
+    val_loss = _val_odam_loss(config, checkpoint, dataset, n_img, device)
     return dict(
+        **val_loss,
         corr_same=float(same.mean()) if len(same) else float('nan'),
         pairs_same=len(same),
         corr_diff_iou50=float(diff.mean()) if len(diff) else float('nan'),
         pairs_diff_iou50=len(diff),
         odi=float(np.mean(odis)) if odis else float('nan'),
         candidates=len(odis), images=n_img)
+
+
+def _val_odam_loss(config, checkpoint, dataset, n_img, device):
+    """Mean Odam-Train losses (weight 1, paper defaults) on the val images,
+    i.e. the training objective on held-out scenes."""
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.bbox_head.type = 'OdamFCOSHead'
+    cfg.model.bbox_head.loss_odam = dict(type='OdamTrainLoss')
+    model = init_detector(cfg, checkpoint, device=device)
+    model.train()  # FCOS training-mode outputs; backbone BN stays frozen
+    con, sep = [], []
+    for i in range(n_img):
+        data = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
+        sample = data['data_samples'][0]
+        sx, sy = sample.metainfo.get('scale_factor', (1., 1.))
+        gi = sample.gt_instances
+        b = gi.bboxes.tensor if hasattr(gi.bboxes, 'tensor') else gi.bboxes
+        gi.bboxes = b * b.new_tensor([sx, sy, sx, sy])
+        if len(gi.bboxes) < 2:
+            continue
+        out = model.loss(data['inputs'], data['data_samples'])
+        con.append(float(out['loss_odam_con']))
+        sep.append(float(out['loss_odam_sep']))
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+    return dict(val_loss_odam_con=mean(con), val_loss_odam_sep=mean(sep))
 
 
 def main(argv=None):

@@ -262,19 +262,6 @@ def collect_inputs(inputs: Sequence[str]) -> List[Tuple[str, str, str]]:
 
 
 # -- main ---------------------------------------------------------------
-def read_image(path: str):
-    import mmcv
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'image not found: {path}')
-    try:
-        img = mmcv.imread(path)  # BGR uint8
-    except Exception as e:  # mmcv raises on some decoders
-        raise IOError(f'cannot read image {path}: {e}')
-    if img is None or img.size == 0:
-        raise IOError(f'cannot read image {path} (not an image or corrupt)')
-    return img
-
-
 class Explainer:
     """The explanation options of one run, applied to images/frames."""
 
@@ -304,6 +291,7 @@ def exact_kwargs(args):
 
 
 def run_image(explainer, writer, path, stem, args):
+    from mmdet_odam.apis import read_image
     img = read_image(path)
     boxes, labels = boxes_for(args.box_spec, path, stem)
     if boxes is not None:

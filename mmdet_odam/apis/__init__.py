@@ -1,6 +1,7 @@
 """Python API: ``init_explainer``, ``explain_image``, ``build_explainer``."""
 from ..explainers.builder import build_explainer
-from .inference import explain_image, init_explainer, prepare_inputs
+from .inference import (explain_image, init_explainer, prepare_inputs,
+                        read_image)
 
 __all__ = ['init_explainer', 'explain_image', 'build_explainer',
-           'prepare_inputs']
+           'prepare_inputs', 'read_image']

@@ -49,21 +49,33 @@ def init_explainer(config: Union[str, Path, Config, dict],
     return model
 
 
+def read_image(path: Union[str, Path]) -> np.ndarray:
+    """Read an image file as an (H, W, 3) BGR uint8 array.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded as an image.
+    """
+    import mmcv
+    path = str(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Image file not found: {path}')
+    try:
+        img = mmcv.imread(path)
+    except Exception as e:  # noqa: BLE001  (some decoders raise)
+        raise ValueError(f'Cannot read image {path}: {e}') from e
+    if img is None or img.size == 0:
+        raise ValueError(f'Cannot read image {path} (not an image or '
+                         'corrupt)')
+    return img
+
+
 def _load_input(img):
     """Check ``img`` (path or HxWx3 BGR uint8 array); return it ready for
     the pipeline."""
     if isinstance(img, (str, Path)):
-        path = str(img)
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'Image file not found: {path}')
-        import mmcv
-        try:
-            arr = mmcv.imread(path)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f'Cannot read image {path}: {e}') from e
-        if arr is None:
-            raise ValueError(f'Cannot read image {path} (not an image?)')
-        return path
+        read_image(img)  # clear error before the pipeline reads it
+        return str(img)
     if isinstance(img, np.ndarray):
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)

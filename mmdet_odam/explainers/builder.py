@@ -31,21 +31,18 @@ def build_explainer(model, method: str = 'odam', **kwargs):
     single-stage detectors -> ``DenseHeadExplainer``; two-stage detectors ->
     ``TwoStageExplainer``; anything else -> ``GenericExplainer``. Other
     methods (``gradcam``, ``gradcampp``, ``drise``...) are looked up in
-    :data:`EXPLAINERS`.
+    :data:`EXPLAINERS` (every module of :mod:`mmdet_odam.explainers`
+    registers on import of the package).
     """
-    from . import dense  # noqa: F401  (registers odam_dense)
     method = str(method).lower()
     if method == 'odam':
         if _is_dense(model):
             name = 'odam_dense'
         elif _is_two_stage(model):
-            from . import two_stage  # noqa: F401
             name = 'odam_two_stage'
         else:
-            from . import generic  # noqa: F401
             name = 'odam_generic'
     else:
-        _import_optional()
         name = method
     if name not in EXPLAINERS.module_dict:
         valid = sorted(set(EXPLAINERS.module_dict) | {'odam'})
@@ -53,13 +50,3 @@ def build_explainer(model, method: str = 'odam', **kwargs):
                          f'{", ".join(valid)}')
     cls = EXPLAINERS.get(name)
     return cls(model, **kwargs)
-
-
-def _import_optional():
-    """Import modules that register other methods, if they exist."""
-    import importlib
-    for mod in ('gradcam', 'drise', 'two_stage', 'generic'):
-        try:
-            importlib.import_module(f'{__package__}.{mod}')
-        except ImportError:
-            pass

@@ -15,8 +15,10 @@ every candidate's own gradient. To reproduce the full-map forward exactly:
   (captured by :func:`head_forward_with_stats`), frozen. The forward value is
   then exact; the gradient keeps gamma / sigma but drops GroupNorm's mean /
   variance Jacobian terms (which are non-local). The authors' code also drops
-  1 / sigma. This error is measured in the tests and the README; use
-  ``exact=True`` (chunked autograd) for an exact map of GN heads.
+  1 / sigma. This error is measured in the tests and the README. The
+  explainer therefore uses the exact chunked-autograd path on GN heads
+  (``exact='auto'``, the default); Odam-NMS and Odam-Train call
+  :func:`dense_candidate_maps`, which always takes the patch path.
 
 Candidate indices: ``level_ids`` = FPN level, ``loc_inds`` = flat prior
 index within the level (``cell * num_base_priors + anchor``, the order mmdet
@@ -35,14 +37,16 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..core import (apply_grad_mode, box_sigmas, gather_patches,
-                    gaussian_smooth, level_to_padded, max_kernel_radius,
-                    odam_raw, paste_patches, render_local)
+from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
+                    check_boxes, gather_patches, gaussian_smooth,
+                    level_to_padded, match_boxes, max_kernel_radius, odam_raw,
+                    paste_patches, render_local, row_grads, top_scoring)
 from ..core.smoothing import MAX_SIGMA
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
-from .targets import Target, parse_grad_mode, parse_smoothing, parse_target
+from .targets import (BOX_TARGETS, Target, box_target, parse_grad_mode,
+                      parse_smoothing, parse_target)
 
 # ----------------------------------------------------------------------
 # head structure
@@ -170,6 +174,18 @@ def head_forward_with_stats(head: nn.Module, feats: Sequence[Tensor]):
     return outs, stats
 
 
+def _ensure_norm_stats(head: nn.Module, feats: Sequence[Tensor],
+                       norm_stats: Optional[dict]) -> Optional[dict]:
+    """``norm_stats`` if given, else the GN stats of the full-map forward
+    when the head's towers use GroupNorm (None without GN)."""
+    if norm_stats is not None or not any(
+            isinstance(m, nn.GroupNorm) for layer in tower_layers(head)
+            for m in layer.modules()):
+        return norm_stats
+    with torch.no_grad():
+        return head_forward_with_stats(head, [f.detach() for f in feats])[1]
+
+
 # ----------------------------------------------------------------------
 # targets from head outputs
 # ----------------------------------------------------------------------
@@ -216,14 +232,8 @@ def candidate_scalars(head, cls_vec: Tensor, box_vec: Tensor,
     enc = box_vec.shape[1] // a
     deltas = box_vec.reshape(n, a, enc)[ar, anchor_ids]
     boxes = _decode_boxes(head, priors, deltas, strides)
-    return {
-        Target.CLS: score,
-        Target.LEFT: -boxes[:, 0],
-        Target.TOP: -boxes[:, 1],
-        Target.RIGHT: boxes[:, 2],
-        Target.BOTTOM: boxes[:, 3],
-        'boxes': boxes
-    }
+    out = {t: box_target(boxes, t) for t in BOX_TARGETS}
+    return {Target.CLS: score, **out, 'boxes': boxes}
 
 
 def _mlvl_priors(head, feats) -> List[Tensor]:
@@ -278,12 +288,7 @@ def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
     grad_mode = parse_grad_mode(grad_mode)
     _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
     radius = receptive_radius(head)
-    has_gn = any(isinstance(m, nn.GroupNorm) for layer in tower_layers(head)
-                 for m in layer.modules())
-    if has_gn and norm_stats is None:
-        with torch.no_grad():
-            _, norm_stats = head_forward_with_stats(
-                head, [f.detach() for f in feats])
+    norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     rs = max_kernel_radius([MAX_SIGMA]) if smoothing == 'gaussian' else 0
     strides = _level_strides(head)
     a = _num_priors(head)
@@ -359,10 +364,7 @@ def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
                 all_boxes[rows] = dec
                 sb = dec if boxes is None else boxes[rows].to(dec)
                 if smoothing == 'gaussian':
-                    wh = torch.stack([(sb[:, 2] - sb[:, 0]) / strides[lvl][1],
-                                      (sb[:, 3] - sb[:, 1]) / strides[lvl][0]],
-                                     1)
-                    sig = box_sigmas(wh)
+                    sig = box_sigmas(box_wh_in_cells(sb, strides[lvl]))
                 for ti, t in enumerate(targets):
                     g, = torch.autograd.grad(
                         ys[t].sum(), x, create_graph=create_graph,
@@ -435,12 +437,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         pad_shape = (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
-    has_gn = any(isinstance(m, nn.GroupNorm) for layer in tower_layers(head)
-                 for m in layer.modules())
-    if has_gn and norm_stats is None:
-        with torch.no_grad():
-            _, norm_stats = head_forward_with_stats(
-                head, [f.detach() for f in feats])
+    norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     outs = []
     for sel in torch.arange(n, device=labels.device).split(int(chunk_size)):
         pieces, _ = patch_level_maps(
@@ -454,50 +451,6 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
 # ----------------------------------------------------------------------
 # exact autograd path
 # ----------------------------------------------------------------------
-
-
-def _as_leaves(out):
-    """Replace a module output (tensor / tuple / list of tensors) with leaf
-    tensors that require grad. Returns (new_output, leaves)."""
-    if isinstance(out, Tensor):
-        leaf = out.detach().requires_grad_(True)
-        return leaf, [leaf]
-    if isinstance(out, (tuple, list)) and out and all(
-            isinstance(o, Tensor) for o in out):
-        leaves = [o.detach().requires_grad_(True) for o in out]
-        return type(out)(leaves), leaves
-    raise ValueError(f'layer output of type {type(out).__name__} cannot be '
-                     f'explained; choose a layer that outputs feature maps')
-
-
-def batched_grads(ys: Tensor, leaves: List[Tensor], chunk_size: int):
-    """Per-row gradients of ``ys`` (N,) w.r.t. ``leaves``, chunked.
-
-    Returns:
-        list (per chunk) of (rows, list of (n, *leaf.shape) grads or None).
-    """
-    n = ys.shape[0]
-    out = []
-    for s in range(0, n, chunk_size):
-        rows = torch.arange(s, min(n, s + chunk_size), device=ys.device)
-        eye = torch.zeros(len(rows), n, device=ys.device, dtype=ys.dtype)
-        eye[torch.arange(len(rows)), rows] = 1
-        try:
-            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
-                                     is_grads_batched=True,
-                                     retain_graph=True, allow_unused=True)
-        except RuntimeError:
-            # vmap over the backward failed for some op: loop instead
-            per = [
-                torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
-                                    allow_unused=True) for r in rows
-            ]
-            gs = [
-                None if per[0][k] is None else torch.stack(
-                    [p[k] for p in per]) for k in range(len(leaves))
-            ]
-        out.append((rows, list(gs)))
-    return out
 
 
 def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
@@ -528,7 +481,7 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
             module = resolve_module(model, layer)
 
             def hook(mod, inp, out):
-                new, leaves = _as_leaves(out)
+                new, leaves = as_leaves(out)
                 store.setdefault('leaves', []).extend(leaves)
                 return new
 
@@ -577,20 +530,19 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
             sb = dec if boxes is None else boxes.to(dec)
             pad = tuple(inputs.shape[-2:])
             pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
+            state: Dict = {}
             for t in targets:
-                for rows, gs in batched_grads(ys[t], leaves, chunk_size):
-                    if layer is None:
-                        use = [(k, gs[k]) for k in range(len(leaves))]
-                    else:
-                        use = [(k, g) for k, g in enumerate(gs)
-                               if g is not None]
+                for rows in torch.arange(n, device=ys[t].device).split(
+                        int(chunk_size)):
+                    gs = row_grads(ys[t], leaves, rows, state)
+                    use = [(k, g) for k, g in enumerate(gs) if g is not None]
                     if not use:
                         raise ValueError(
                             f'The detections do not depend on layer '
                             f'{layer!r} (no gradient reaches it)')
                     for k, g in use:
                         leaf = leaves[k]
-                        if g is None or leaf.dim() != 4:
+                        if leaf.dim() != 4:
                             continue
                         sel = rows
                         if layer is None:
@@ -605,11 +557,9 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
                         if layer is None:
                             stride = strides[k]
                         if smoothing == 'gaussian':
-                            b = sb[sel]
-                            wh = torch.stack([(b[:, 2] - b[:, 0]) / stride[1],
-                                              (b[:, 3] - b[:, 1]) / stride[0]],
-                                             1)
-                            g = gaussian_smooth(g, box_sigmas(wh))
+                            g = gaussian_smooth(
+                                g, box_sigmas(box_wh_in_cells(sb[sel],
+                                                              stride)))
                         a_sel = leaf.detach()[img_inds[sel]]
                         if grad_weights is not None:  # Grad-CAM(++)
                             g = grad_weights(g, a_sel)
@@ -786,25 +736,19 @@ class OdamDenseHeadMixin:
 # ----------------------------------------------------------------------
 
 
-def _box_iou(a: Tensor, b: Tensor) -> Tensor:
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
-
-
 @EXPLAINERS.register_module(name='odam_dense')
 class DenseHeadExplainer(BaseExplainer):
     """ODAM for single-stage detectors with FCOS / RetinaNet / ATSS-like
     heads (``model.bbox_head``).
 
-    Default layer: the FPN level that produced each detection, through the
-    batched patch path (exact for heads without GroupNorm; frozen GN
-    statistics otherwise, see module doc). ``exact=True`` or a ``layer``
-    (``'neck'`` = every FPN level, summed after rendering; any module name,
-    e.g. ``'backbone.layer3'``) uses chunked autograd, which is exact.
+    Default layer: the FPN level that produced each detection. Heads without
+    GroupNorm take the batched patch path (exact); with ``exact='auto'``
+    (default) GroupNorm heads, ``exact=True``, Grad-CAM weights, heads the
+    patch path does not support, or a ``layer`` (``'neck'`` = every FPN
+    level, summed after rendering; any module name, e.g.
+    ``'backbone.layer3'``) use chunked autograd, which is exact.
+    ``exact=False`` takes the patch path wherever it applies, also on GN
+    heads (frozen GN statistics, see module doc).
     """
 
     def check_layer(self, layer):
@@ -831,10 +775,7 @@ class DenseHeadExplainer(BaseExplainer):
                                           cfg=cfg, rescale=True,
                                           feats=feats)
             for i, r in enumerate(res):
-                keep = r.scores >= score_thr
-                r = r[keep]
-                order = r.scores.argsort(descending=True)[:topk]
-                r = r[order]
+                r = r[top_scoring(r.scores, score_thr, topk)]
                 rows.append(
                     dict(bboxes=r.bboxes, scores=r.scores, labels=r.labels,
                          level_ids=r.level_ids, loc_inds=r.loc_inds,
@@ -927,17 +868,7 @@ class DenseHeadExplainer(BaseExplainer):
         """Best pre-NMS candidate (any prior of any level) for given boxes:
         max IoU with the prior's decoded box, ties broken by score."""
         head = self.head
-        boxes = torch.as_tensor(boxes, dtype=torch.float32,
-                                device=feats[0].device).reshape(-1, 4)
-        h, w = (float(v) for v in meta['ori_shape'][:2])
-        bad = (boxes[:, 0] < -1) | (boxes[:, 1] < -1) | \
-            (boxes[:, 2] > w + 1) | (boxes[:, 3] > h + 1) | \
-            (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bad.any():
-            raise ValueError(
-                f'Box {boxes[bad][0].tolist()} is outside the image '
-                f'(width {w:g}, height {h:g}) or empty; boxes are xyxy in '
-                f'original-image pixels')
+        boxes = check_boxes(boxes, meta['ori_shape'], feats[0].device)
         if labels is not None:
             labels = torch.as_tensor(labels, dtype=torch.long,
                                      device=boxes.device).reshape(-1)
@@ -959,33 +890,10 @@ class DenseHeadExplainer(BaseExplainer):
             allc = tracked_predict_single(head, lists[0], lists[1], lists[2],
                                           _mlvl_priors(head, feats), meta,
                                           cfg, rescale=True, with_nms=False)
+        j = match_boxes(allc.bboxes, allc.scores, allc.labels, boxes, labels)
         sf = meta.get('scale_factor', (1.0, 1.0))
-        pred = allc.bboxes
-        iou = _box_iou(boxes, pred)  # (K, M)
-        out = dict(bboxes=[], scores=[], labels=[], level_ids=[],
-                   loc_inds=[], cand_inds=[], input_bboxes=[])
-        for k in range(boxes.shape[0]):
-            ok = torch.ones_like(allc.scores, dtype=torch.bool)
-            if labels is not None:
-                ok = allc.labels == labels[k]
-            key = torch.where(ok, iou[k], torch.full_like(iou[k], -1.0))
-            best = key.max()
-            cand = ((key >= best - 1e-6) & ok).nonzero().squeeze(1)
-            j = cand[allc.scores[cand].argmax()]
-            out['bboxes'].append(boxes[k])
-            out['scores'].append(allc.scores[j])
-            out['labels'].append(allc.labels[j])
-            out['level_ids'].append(allc.level_ids[j])
-            out['loc_inds'].append(allc.loc_inds[j])
-            out['cand_inds'].append(allc.cand_inds[j])
-            out['input_bboxes'].append(
-                boxes[k] * boxes.new_tensor([sf[0], sf[1], sf[0], sf[1]]))
-        if boxes.shape[0] == 0:
-            dev = boxes.device
-            return dict(bboxes=boxes, scores=boxes.new_zeros(0),
-                        labels=torch.zeros(0, dtype=torch.long, device=dev),
-                        level_ids=torch.zeros(0, dtype=torch.long, device=dev),
-                        loc_inds=torch.zeros(0, dtype=torch.long, device=dev),
-                        cand_inds=torch.zeros(0, dtype=torch.long, device=dev),
-                        input_bboxes=boxes)
-        return {k: torch.stack(v) for k, v in out.items()}
+        return dict(bboxes=boxes, scores=allc.scores[j],
+                    labels=allc.labels[j], level_ids=allc.level_ids[j],
+                    loc_inds=allc.loc_inds[j], cand_inds=allc.cand_inds[j],
+                    input_bboxes=boxes * boxes.new_tensor(
+                        [sf[0], sf[1], sf[0], sf[1]]))

@@ -27,12 +27,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..core import (apply_grad_mode, box_sigmas, gaussian_smooth,
-                    level_to_image, odam_raw)
+from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
+                    check_boxes, gaussian_smooth, level_to_image, match_boxes,
+                    odam_raw, row_grads, top_scoring)
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
-from .targets import Target, parse_grad_mode, parse_smoothing
+from .targets import (BOX_COORDS, Target, box_target, parse_grad_mode,
+                      parse_smoothing)
 
 #: A rendered-level piece: (rows (n,), stride (sy, sx), maps (n, h, w)).
 Piece = Tuple[Tensor, Tuple[float, float], Tensor]
@@ -46,33 +48,6 @@ def infer_stride(pad: int, size: int) -> float:
         if math.ceil(pad / 2**k) == size:
             return float(2**k)
     return float(pad) / float(size)
-
-
-def _chunk_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
-                 state: Optional[dict] = None):
-    """Gradients of ``ys[rows]`` w.r.t. ``leaves``: list of (n, *leaf.shape)
-    or None (leaf unused). Batched with vmap, else (and for the rest of the
-    call once vmap failed, ``state['loop']``) one backward per row."""
-    n = len(rows)
-    state = {} if state is None else state
-    if not state.get('loop', False):
-        eye = ys.new_zeros(n, ys.shape[0])
-        eye[torch.arange(n, device=ys.device), rows] = 1
-        try:
-            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
-                                     is_grads_batched=True,
-                                     retain_graph=True, allow_unused=True)
-            return list(gs)
-        except (RuntimeError, NotImplementedError):
-            state['loop'] = True
-    per = [
-        torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
-                            allow_unused=True) for r in rows
-    ]
-    return [
-        None if per[0][k] is None else torch.stack([p[k] for p in per])
-        for k in range(len(leaves))
-    ]
 
 
 def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
@@ -125,7 +100,7 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     for s in range(0, ys.shape[0], int(chunk_size)):
         rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
                             device=ys.device)
-        gs = _chunk_grads(ys, leaves, rows, state)
+        gs = row_grads(ys, leaves, rows, state)
         for k, g in enumerate(gs):
             if g is None or leaves[k].dim() != 4:
                 continue
@@ -133,9 +108,7 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             g = g[torch.arange(len(rows), device=g.device), img_inds[rows]]
             st = strides[k]
             if smoothing == 'gaussian':
-                b = boxes[rows].detach().float()
-                wh = torch.stack([(b[:, 2] - b[:, 0]) / st[1],
-                                  (b[:, 3] - b[:, 1]) / st[0]], 1)
+                wh = box_wh_in_cells(boxes[rows].detach().float(), st)
                 wh = torch.nan_to_num(wh, nan=0.0, posinf=1e4, neginf=0.0)
                 g = gaussian_smooth(g, box_sigmas(wh))
             a = leaves[k].detach()[img_inds[rows]]
@@ -158,19 +131,6 @@ def render_pieces(pieces: Sequence[Piece], n: int, meta: dict) -> Tensor:
             out = r.new_zeros(n, h, w)
         out = out.index_add(0, rows, r)
     return out if out is not None else torch.zeros(n, h, w)
-
-
-def _leaves_of(out) -> Tuple[object, List[Tensor]]:
-    """Replace a module output (tensor, tuple/list of tensors) by leaves."""
-    if isinstance(out, Tensor):
-        leaf = out.detach().requires_grad_(True)
-        return leaf, [leaf]
-    if isinstance(out, (tuple, list)) and out and all(
-            isinstance(o, Tensor) for o in out):
-        leaves = [o.detach().requires_grad_(True) for o in out]
-        return type(out)(leaves), leaves
-    raise ValueError(f'layer output of type {type(out).__name__} cannot be '
-                     'explained; choose a layer that outputs feature maps')
 
 
 @contextmanager
@@ -202,70 +162,14 @@ def keep_head_grads(enabled: bool = True):
             setattr(mod, 'select_single_mlvl', orig)
 
 
-def _box_iou(a: Tensor, b: Tensor) -> Tensor:
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
-
-
-def check_boxes(boxes, ori_shape, device=None) -> Tensor:
-    """(K, 4) xyxy boxes inside the image (1 px tolerance), else
-    ``ValueError``."""
-    b = torch.as_tensor(boxes, dtype=torch.float32,
-                        device=device).reshape(-1, 4)
-    h, w = (float(v) for v in ori_shape[:2])
-    bad = (b[:, 0] < -1) | (b[:, 1] < -1) | (b[:, 2] > w + 1) | \
-        (b[:, 3] > h + 1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
-    if bool(bad.any()):
-        raise ValueError(
-            f'Box {b[bad][0].tolist()} is outside the image (width {w:g}, '
-            f'height {h:g}) or empty; boxes are xyxy in original-image '
-            'pixels')
-    return b
-
-
-def match_boxes(cand_boxes: Tensor, cand_scores: Tensor, cand_labels: Tensor,
-                boxes: Tensor, labels=None) -> Tensor:
-    """Index of the best candidate per given box: max IoU (restricted to
-    ``labels`` when given), ties (within 1e-6) broken by score."""
-    if len(cand_boxes) == 0:
-        raise ValueError('the detector produced no candidates to match the '
-                         'given boxes')
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long,
-                                 device=boxes.device).reshape(-1)
-        if labels.numel() != boxes.shape[0]:
-            raise ValueError('labels must have one entry per box')
-    iou = _box_iou(boxes, cand_boxes)
-    out = []
-    for k in range(len(boxes)):
-        ok = torch.ones_like(cand_scores, dtype=torch.bool)
-        if labels is not None:
-            ok = cand_labels == labels[k]
-            if not bool(ok.any()):
-                raise ValueError(f'no candidate of class {int(labels[k])} '
-                                 'to match the given box')
-        key = torch.where(ok, iou[k], torch.full_like(iou[k], -1.0))
-        cand = ((key >= key.max() - 1e-6) & ok).nonzero().squeeze(1)
-        out.append(cand[cand_scores[cand].argmax()])
-    return torch.stack(out) if out else torch.zeros(
-        0, dtype=torch.long, device=boxes.device)
-
-
 def target_values(bboxes: Tensor, scores: Tensor, target: Target,
                   scale_factor=(1.0, 1.0)) -> Tensor:
     """Scalar targets from reported results: score, or signed coordinate of
     the box in network-input pixels (``bboxes`` in original pixels)."""
     if target == Target.CLS:
         return scores
-    j = {Target.LEFT: 0, Target.TOP: 1, Target.RIGHT: 2,
-         Target.BOTTOM: 3}[target]
-    s = float(scale_factor[j % 2])
-    sign = -1.0 if target in (Target.LEFT, Target.TOP) else 1.0
-    return sign * s * bboxes[:, j]
+    s = float(scale_factor[BOX_COORDS[target][0] % 2])
+    return s * box_target(bboxes, target)
 
 
 @EXPLAINERS.register_module(name='odam_generic')
@@ -290,7 +194,7 @@ class GenericExplainer(BaseExplainer):
         store: List[List[Tensor]] = []
 
         def hook(mod, inp, out):
-            new, leaves = _leaves_of(out)
+            new, leaves = as_leaves(out)
             store.append(leaves)
             return new
 
@@ -326,9 +230,7 @@ class GenericExplainer(BaseExplainer):
                                    inst.scores.detach(), inst.labels, gb, lab)
                 shown = gb
             else:
-                keep = torch.nonzero(inst.scores >= score_thr).squeeze(1)
-                keep = keep[torch.argsort(inst.scores[keep].detach(),
-                                          descending=True)][:topk]
+                keep = top_scoring(inst.scores.detach(), score_thr, topk)
                 shown = inst.bboxes[keep].detach()
             kw = dict(img_path=meta.get('img_path'), layer=name,
                       method=self.method)

@@ -53,6 +53,12 @@ class GradCAMExplainer(DenseHeadExplainer):
     grad_weights = staticmethod(gradcam_weights)
 
     def __init__(self, model, *args, smoothing='none', **kwargs):
+        from .builder import _is_dense
+        if not _is_dense(model):
+            raise ValueError(
+                f'{self.method} is implemented for single-stage detectors '
+                f'with FCOS / RetinaNet / ATSS heads, got '
+                f'{type(model).__name__}; use odam or drise')
         super().__init__(model, *args, smoothing=smoothing, **kwargs)
 
 

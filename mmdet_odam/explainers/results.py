@@ -16,7 +16,8 @@ class Explanation:
         scores (Tensor): (K,) detection scores.
         labels (Tensor): (K,) class indices.
         candidate_inds (Tensor): (K,) index of the candidate that produced each
-            row (dense heads: pre-NMS candidate index; two-stage: RoI index).
+            row (dense heads: pre-NMS candidate index; two-stage: RoI index;
+            generic explainer: index of the reported detection).
         maps (dict[str, Tensor]): target name -> (K, H, W) in [0, 1], H, W =
             ``ori_shape``.
         img_path (str, optional): image file, if known.
@@ -56,7 +57,11 @@ class Explanation:
             **kw)
 
     def to_numpy(self) -> Dict[str, np.ndarray]:
-        """Arrays as written to ``<stem>.npz`` (``maps_<target>`` keys)."""
+        """``boxes``, ``scores`` (float32), ``labels``, ``candidate_inds``
+        (int64) and ``maps_<target>`` (float32) as numpy arrays; the
+        ``<stem>.npz`` files hold these keys (maps in float16 by default)
+        plus metadata, see
+        :func:`mmdet_odam.visualization.writer.explanation_arrays`."""
         out = dict(
             boxes=self.bboxes.detach().cpu().float().numpy(),
             scores=self.scores.detach().cpu().float().numpy(),

@@ -30,6 +30,9 @@ class Target(str, Enum):
 BASE_TARGETS: Tuple[Target, ...] = (Target.CLS, Target.LEFT, Target.TOP,
                                     Target.RIGHT, Target.BOTTOM)
 BOX_TARGETS: Tuple[Target, ...] = BASE_TARGETS[1:]
+#: (column in an xyxy box, sign) of each box target.
+BOX_COORDS = {Target.LEFT: (0, -1.0), Target.TOP: (1, -1.0),
+              Target.RIGHT: (2, 1.0), Target.BOTTOM: (3, 1.0)}
 
 
 class GradMode(str, Enum):
@@ -95,6 +98,17 @@ def expand_targets(targets: Sequence[Target]) -> List[Target]:
     if Target.COMBINED in targets:
         need += [t for t in BASE_TARGETS if t not in need]
     return need
+
+
+def box_target(boxes, target: Union[str, Target]):
+    """Signed coordinate of (N, 4) xyxy boxes for a box target -> (N,):
+    left = -x1, top = -y1, right = x2, bottom = y2 (see :class:`Target`)."""
+    target = parse_target(target)
+    if target not in BOX_COORDS:
+        raise ValueError(f'{target.value!r} is not a box target; box targets: '
+                         + ', '.join(t.value for t in BOX_TARGETS))
+    j, sign = BOX_COORDS[target]
+    return sign * boxes[:, j]
 
 
 def parse_grad_mode(value: Union[str, GradMode]) -> GradMode:

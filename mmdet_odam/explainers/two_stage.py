@@ -45,13 +45,14 @@ from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..core import (apply_grad_mode, box_sigmas, gaussian_smooth,
-                    kernel_radius, level_to_padded)
+from ..core import (apply_grad_mode, box_sigmas, check_boxes,
+                    gaussian_smooth, kernel_radius, level_to_padded,
+                    match_boxes, top_scoring)
 from .base import BaseExplainer
 from .builder import EXPLAINERS
-from .generic import check_boxes, match_boxes
 from .results import Explanation
-from .targets import Target, parse_grad_mode, parse_smoothing
+from .targets import (Target, box_target, parse_grad_mode, parse_smoothing,
+                      parse_target)
 
 #: Layer names understood by :class:`TwoStageExplainer` besides module names.
 FPN_LEVEL = 'fpn_level'
@@ -314,10 +315,7 @@ def roi_target_values(roi_head, cls_score: Tensor, bbox_pred: Tensor,
         bbox_pred = bbox_pred.view(len(labels), -1, 4)[ar, labels]
     boxes = get_box_tensor(head.bbox_coder.decode(
         rois[:, 1:], bbox_pred, max_shape=None))
-    j = {Target.LEFT: 0, Target.TOP: 1, Target.RIGHT: 2,
-         Target.BOTTOM: 3}[Target(target)]
-    sign = -1.0 if target in (Target.LEFT, Target.TOP) else 1.0
-    return sign * boxes[:, j]
+    return box_target(boxes, target)
 
 
 def roi_target_grads(roi_head, roi_feats: Tensor, rois: Tensor,
@@ -556,7 +554,7 @@ def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
         ``pos_relu``).
     """
     check_roi_head(roi_head)
-    tg = Target(getattr(target, 'value', target))
+    tg = parse_target(target)
     if tg == Target.COMBINED:
         raise ValueError("roi_candidate_maps needs one scalar target, not "
                          "'combined'")
@@ -863,9 +861,7 @@ class TwoStageExplainer(BaseExplainer):
                 det_boxes = gb
                 det_scores = cand['scores'][roi_inds, labs]
             else:
-                keep = torch.nonzero(res.scores >= score_thr).squeeze(1)
-                keep = keep[torch.argsort(res.scores[keep],
-                                          descending=True)][:topk]
+                keep = top_scoring(res.scores, score_thr, topk)
                 roi_inds, labs = res.roi_inds[keep], res.labels[keep]
                 det_boxes, det_scores = res.bboxes[keep], res.scores[keep]
             expl_kw = dict(img_path=meta.get('img_path'),

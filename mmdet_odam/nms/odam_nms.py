@@ -74,7 +74,7 @@ class CorrType(str, Enum):
 # keys accepted in ``test_cfg.nms`` when ``type == 'odam_nms'``
 ODAM_NMS_CFG_KEYS = ('type', 'iou_threshold', 'corr_low', 'corr_high',
                      'corr_type', 'max_num', 'split_thr', 'class_agnostic')
-_ODAM_NMS_TYPES = ('odam_nms', 'OdamNMS')
+_ODAM_NMS_TYPES = ('odam_nms', )
 
 # blocks of candidates processed together by the greedy loop
 _BLOCK = 128
@@ -140,6 +140,9 @@ def check_test_cfg_nms(test_cfg: Optional[Dict]) -> None:
     if not test_cfg:
         return
     nms_cfg = test_cfg.get('nms', None)
+    if isinstance(nms_cfg, dict) and nms_cfg.get('type') == 'OdamNMS':
+        raise ValueError("test_cfg.nms: type must be 'odam_nms' (the "
+                         "registered name OdamNMS is for MODELS.build)")
     if isinstance(nms_cfg, dict) and \
             nms_cfg.get('type') in _ODAM_NMS_TYPES:
         try:

@@ -1,4 +1,7 @@
-"""Utilities: checkpoint loading, paths, config checks, CPU distributed."""
+"""Utilities: checkpoint loading, paths, config checks, CPU distributed,
+atomic file writes."""
+from .atomic import (atomic_path, imwrite_atomic, savez_atomic,
+                     write_bytes_atomic, write_text_atomic)
 from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError,
                          load_from_local, register_checkpoint_loader,
                          register_checkpoint_safe_globals)
@@ -12,5 +15,6 @@ __all__ = [
     'SAFE_GLOBALS', 'UnsafeCheckpointError', 'load_from_local',
     'register_checkpoint_loader', 'register_checkpoint_safe_globals',
     'check_data_roots', 'merge_cfg_options', 'setup_cpu_distributed',
-    'repo_root', 'shared_dir'
+    'repo_root', 'shared_dir', 'atomic_path', 'imwrite_atomic',
+    'savez_atomic', 'write_bytes_atomic', 'write_text_atomic'
 ]

@@ -1,7 +1,7 @@
 """Drawing and writing of explanations: overlays, per-image grids, the
 ``index.html`` gallery and overlay videos (BGR images, cv2 drawing)."""
-from .atomic import (atomic_path, imwrite_atomic, savez_atomic,
-                     write_bytes_atomic, write_text_atomic)
+from ..utils.atomic import (atomic_path, imwrite_atomic, savez_atomic,
+                            write_bytes_atomic, write_text_atomic)
 from .gallery import gallery_entries, write_gallery
 from .grid import cell_size, frame_overlay, make_grid
 from .overlay import (blend_map, caption, class_colors, colorize, draw_box,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from ..utils.atomic import write_text_atomic
 
 
 def _num_dets(npz: Path) -> Optional[int]:

@@ -7,7 +7,7 @@ from typing import Iterator, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from .atomic import atomic_path
+from ..utils.atomic import atomic_path
 
 #: File extensions read as videos by ``tools/explain.py``.
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',

@@ -21,7 +21,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomic import imwrite_atomic, savez_atomic
+from ..utils.atomic import imwrite_atomic, savez_atomic
 from .grid import make_grid
 from .overlay import class_colors, overlay_detection
 

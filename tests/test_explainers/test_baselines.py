@@ -110,6 +110,8 @@ def test_all_methods_explain_given_boxes():
         assert r.method == method and r.maps['cls'].shape == (2, 48, 64)
         assert 0 <= r.maps['cls'].min() and r.maps['cls'].max() <= 1
         torch.testing.assert_close(r.bboxes, boxes[0])
+    with pytest.raises(ValueError, match='single-stage'):
+        build_explainer(torch.nn.Conv2d(1, 1, 1), 'gradcam')
     with pytest.raises(ValueError, match='only target'):
         build_explainer(model, 'drise', targets='cls,left')
 

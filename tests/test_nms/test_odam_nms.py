@@ -1,4 +1,4 @@
-"""Odam-NMS: classic-NMS invariant, the two rules, edge cases, config errors."""
+"""Odam-NMS: classic-NMS invariant, two rules, edge cases, config errors."""
 import math
 
 import pytest

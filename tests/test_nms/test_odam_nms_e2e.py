@@ -183,6 +183,9 @@ def test_bad_odam_nms_cfg_fails_at_build(repo_root, config, head):
     test_cfg.nms = dict(type='odam_nms', corr_type='spearman')
     with pytest.raises(ValueError, match='corr_type'):
         MODELS.build(cfg.model)
+    test_cfg.nms = dict(type='OdamNMS')
+    with pytest.raises(ValueError, match='odam_nms'):
+        MODELS.build(cfg.model)
     test_cfg.nms = dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
                         corr_high=0.8)
     MODELS.build(cfg.model)
@@ -268,4 +271,63 @@ def test_faster_rcnn_roi_head_classic_invariant(repo_root):
     assert torch.equal(ref.scores, got.scores)
     odam = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
                     corr_high=0.8))
+    assert odam.odam_maps.shape[0] == len(odam)
+
+
+@pytest.mark.parametrize('head', ['OdamRetinaHead', 'OdamATSSHead'])
+def test_other_dense_heads_classic_invariant(repo_root, head):
+    """RetinaNet / ATSS heads: odam_nms(0, 1) == mmcv NMS; maps kept."""
+    import mmdet_odam  # noqa: F401
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    retina = head == 'OdamRetinaHead'
+    cfg = Config.fromfile(str(repo_root / TINY))
+    bbox_head = dict(
+        type=head, num_classes=1, in_channels=32, stacked_convs=2,
+        feat_channels=32,
+        anchor_generator=dict(
+            type='AnchorGenerator', octave_base_scale=4,
+            scales_per_octave=2 if retina else 1,
+            ratios=[0.5, 1.0, 2.0] if retina else [1.0],
+            strides=[8, 16, 32]),
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder', target_means=[.0] * 4,
+            target_stds=[1.0] * 4 if retina else [0.1, 0.1, 0.2, 0.2]),
+        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0,
+                      alpha=0.25, loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0))
+    if not retina:
+        bbox_head.update(
+            norm_cfg=dict(type='GN', num_groups=8, requires_grad=True),
+            loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
+            loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True,
+                                 loss_weight=1.0))
+    cfg.model.type = 'RetinaNet' if retina else 'ATSS'
+    cfg.model.bbox_head = bbox_head
+    cfg.model.test_cfg.max_per_img = 1000
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    img = torch.rand(3, 120, 160) * 255
+    meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
+                scale_factor=(1., 1.))
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+
+    def run(nms):
+        model.bbox_head.test_cfg.nms = nms
+        with torch.no_grad():
+            return model.predict(data['inputs'],
+                                 copy.deepcopy(data['data_samples']))[0] \
+                .pred_instances
+
+    ref = run(dict(type='nms', iou_threshold=0.5))
+    got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
+                   corr_high=1.0))
+    assert len(ref) > 10
+    assert torch.equal(ref.bboxes, got.bboxes)
+    assert torch.equal(ref.scores, got.scores)
+    odam = run(ODAM)
     assert odam.odam_maps.shape[0] == len(odam)

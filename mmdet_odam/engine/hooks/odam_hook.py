@@ -118,16 +118,16 @@ class OdamHook(Hook):
                  save_grid: bool = True, map_dtype: str = 'float16',
                  max_grid_rows: int = 20, reuse_odam_maps: bool = True,
                  strict: bool = False, explainer_cfg: Optional[dict] = None):
+        from mmdet_odam.explainers.base import BaseExplainer
         from mmdet_odam.explainers.targets import (parse_grad_mode,
                                                    parse_smoothing,
                                                    parse_targets)
         self.targets = [t.value for t in parse_targets(targets)]
         parse_smoothing(smoothing)
         parse_grad_mode(grad_mode)
-        if not 0.0 <= float(score_thr) <= 1.0:
-            raise ValueError(f'score_thr must be in [0, 1], got {score_thr}')
-        if int(topk) < 1:
-            raise ValueError(f'topk must be >= 1, got {topk}')
+        if topk is None:
+            raise ValueError('topk must be >= 1, got None')
+        BaseExplainer.check_thresholds(score_thr, topk)
         if int(interval) < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
         if map_dtype not in ('float16', 'float32'):
@@ -275,10 +275,10 @@ class OdamHook(Hook):
                     and 'odam_maps' in o.pred_instances for o in outputs))
 
     def _from_odam_maps(self, out, meta):
+        from mmdet_odam.core import top_scoring
         from mmdet_odam.explainers.results import Explanation
         pred = out.pred_instances
-        keep = (pred.scores >= self.score_thr).nonzero().flatten()
-        keep = keep[pred.scores[keep].argsort(descending=True)][:self.topk]
+        keep = top_scoring(pred.scores, self.score_thr, self.topk)
         cand = pred.cand_inds[keep] if 'cand_inds' in pred else \
             torch.full((len(keep), ), -1, dtype=torch.long)
         maps = odam_maps_to_image(pred.odam_maps[keep], meta) if len(keep) \

@@ -35,6 +35,7 @@ def atomic_path(path: PathLike, suffix: str = '') -> Iterator[str]:
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -43,6 +44,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
     write_bytes_atomic(path, text.encode('utf-8'))
 
 
