@@ -18,6 +18,16 @@ MMCV_SPEC ?= mmcv==2.1.0
 MAX_JOBS ?= 2
 TESTS ?= tests
 
+# The mmcv wheel built for this torch sits in ../shared/wheels on the
+# project's machines: append it to PIP_FIND_LINKS (never replace it: that
+# variable may already point at the CPU torch wheel).
+SHARED_WHEELS := $(wildcard $(abspath ../shared/wheels))
+ifneq ($(SHARED_WHEELS),)
+ifeq ($(findstring $(SHARED_WHEELS),$(PIP_FIND_LINKS)),)
+export PIP_FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(SHARED_WHEELS))
+endif
+endif
+
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 REQ_FILES := requirements/runtime.txt requirements/mminstall.txt \

@@ -8,8 +8,9 @@ scheduler and message-hub state, writes atomically and checks the size::
     python tools/model_converters/publish_model.py work_dirs/x/iter_1500.pth \
         checkpoints/model.pth --max-mb 25
 
-Only strip checkpoints you trust: the input is read with
-``weights_only=False`` unless ``--safe`` is given.
+The input is read with ``weights_only=True`` too (importing ``mmdet_odam``
+allow-lists exactly the globals mmengine's own checkpoints hold), so a
+checkpoint carrying an arbitrary pickled object is refused.
 """
 import argparse
 import os
@@ -18,13 +19,15 @@ import tempfile
 
 import torch
 
+import mmdet_odam  # noqa: F401  (weights_only allow-list for mmengine)
 
-def publish(src: str, dst: str, classes=('person', ), max_mb: float = 25.,
-            safe: bool = False) -> int:
+
+def publish(src: str, dst: str, classes=('person', ),
+            max_mb: float = 25.) -> int:
     """Write the stripped checkpoint; returns its size in bytes."""
     if not osp.isfile(src):
         raise FileNotFoundError(f'checkpoint {src} does not exist')
-    ckpt = torch.load(src, map_location='cpu', weights_only=safe)
+    ckpt = torch.load(src, map_location='cpu', weights_only=True)
     sd = ckpt.get('state_dict', ckpt)
     sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
     old = ckpt.get('meta', {}) or {}
@@ -58,10 +61,8 @@ def main():
     p.add_argument('src')
     p.add_argument('dst')
     p.add_argument('--max-mb', type=float, default=25.)
-    p.add_argument('--safe', action='store_true',
-                   help='read the input with weights_only=True')
     args = p.parse_args()
-    size = publish(args.src, args.dst, max_mb=args.max_mb, safe=args.safe)
+    size = publish(args.src, args.dst, max_mb=args.max_mb)
     print(f'{args.dst}: {size / 2**20:.2f} MB')
 
 
