@@ -22,7 +22,7 @@ from mmdet.evaluation import DumpDetResults  # noqa: E402
 from mmdet.registry import RUNNERS  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 from mmdet_odam.utils import (check_data_roots, merge_cfg_options,  # noqa
-                              setup_cpu_distributed)
+                              setup_cpu_distributed, shutdown_distributed)
 
 
 # TODO: support fuse_conv_bn and format_only
@@ -161,7 +161,10 @@ def main():
             DumpDetResults(out_file_path=args.out))
 
     # start testing
-    runner.test()
+    try:
+        runner.test()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 from mmdet_odam.utils import (check_data_roots, merge_cfg_options,  # noqa
-                              setup_cpu_distributed)
+                              setup_cpu_distributed, shutdown_distributed)
 
 
 def parse_args():
@@ -129,7 +129,10 @@ def main():
         runner = RUNNERS.build(cfg)
 
     # start training
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -44,3 +44,16 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     else:
         wrapper.setdefault('device_ids', None)
     return True
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group at the end of a run.
+
+    Without it, gloo's worker threads can still be joinable when the
+    interpreter exits, and a rank then aborts ("terminate called without an
+    active exception", SIGABRT) after its work is done. A barrier first lets
+    every rank finish writing its results.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -175,7 +175,7 @@ def test_publish_model_strips_training_state(tmp_path):
     sd = {'w': torch.randn(3, 3), 'b': torch.zeros(3)}
     src = tmp_path / 'iter_10.pth'
     torch.save(dict(state_dict=sd, optimizer={'state': {0: torch.ones(3)}},
-                    meta=dict(iter=10, torch_version=torch.__version__)),
+                    meta=dict(iter=10, mmengine_version='0.10.7')),
                src)
     dst = tmp_path / 'out' / 'model.pth'
     pub.publish(str(src), str(dst))
@@ -187,6 +187,12 @@ def test_publish_model_strips_training_state(tmp_path):
         pub.publish(str(src), str(tmp_path / 'big.pth'), max_mb=1e-6)
     assert not (tmp_path / 'big.pth').exists()
     assert not list(tmp_path.rglob('*.tmp'))
+    # the input is untrusted too: an arbitrary pickled object is refused
+    bad = tmp_path / 'bad.pth'
+    torch.save(dict(state_dict=sd, meta=dict(hook=print)), bad)
+    with pytest.raises(Exception, match='print|builtins|global'):
+        pub.publish(str(bad), str(tmp_path / 'bad_out.pth'))
+    assert not (tmp_path / 'bad_out.pth').exists()
 
 
 def test_default_checkpoint_loads_into_its_config():
