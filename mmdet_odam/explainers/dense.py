@@ -713,8 +713,18 @@ class OdamDenseHeadMixin:
     """Candidate tracking (and Odam-NMS) for mmdet dense heads.
 
     ``predict`` results carry ``level_ids``, ``loc_inds``, ``cand_inds``
-    (and ``odam_maps`` with ``test_cfg.nms.type='odam_nms'``).
+    (and ``odam_maps`` with ``test_cfg.nms.type='odam_nms'``). The head
+    accepts ``loss_odam`` (an Odam-Train loss config or None) and checks an
+    Odam-NMS ``test_cfg`` when it is built.
     """
+
+    def __init__(self, *args, loss_odam=None, **kwargs):
+        from mmdet.registry import MODELS
+
+        from ..nms.odam_nms import check_test_cfg_nms
+        super().__init__(*args, **kwargs)
+        self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
+        check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build
 
     def predict(self, x, batch_data_samples, rescale: bool = False):
         self._odam_feats = x

@@ -3,9 +3,9 @@
 App. A.5.6) and how the gradient map is smoothed (:class:`Smoothing`, paper
 Eq. 2)."""
 from enum import Enum
-from typing import Iterable, List, Sequence, Tuple, Type, TypeVar, Union
+from typing import Iterable, List, Sequence, Tuple, Union
 
-E = TypeVar('E', bound=Enum)
+from ..utils.options import parse_enum
 
 
 class Target(str, Enum):
@@ -56,20 +56,9 @@ class Smoothing(str, Enum):
     NONE = 'none'
 
 
-def _parse(enum_cls: Type[E], value, what: str) -> E:
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        for member in enum_cls:
-            if member.value == value.lower().strip():
-                return member
-    valid = ', '.join(m.value for m in enum_cls)
-    raise ValueError(f'Unknown {what} {value!r}; valid names: {valid}')
-
-
 def parse_target(value: Union[str, Target]) -> Target:
     """Parse one target name; raises ``ValueError`` listing valid names."""
-    return _parse(Target, value, 'target')
+    return parse_enum(Target, value, 'target')
 
 
 def parse_targets(values: Union[str, Target, Iterable]) -> List[Target]:
@@ -113,11 +102,11 @@ def box_target(boxes, target: Union[str, Target]):
 
 def parse_grad_mode(value: Union[str, GradMode]) -> GradMode:
     """Parse a gradient mode; raises ``ValueError`` listing valid names."""
-    return _parse(GradMode, value, 'grad_mode')
+    return parse_enum(GradMode, value, 'grad_mode')
 
 
 def parse_smoothing(value: Union[str, Smoothing, None]) -> Smoothing:
     """Parse a smoothing name (``None`` means ``none``)."""
     if value is None or value is False:
         return Smoothing.NONE
-    return _parse(Smoothing, value, 'smoothing')
+    return parse_enum(Smoothing, value, 'smoothing')

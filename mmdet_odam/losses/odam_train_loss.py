@@ -50,6 +50,8 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
+from ..utils.options import parse_enum
+
 
 class ReferenceMode(str, Enum):
     """Which prediction is the reference: ``object`` = one per GT object
@@ -71,17 +73,6 @@ class PairNorm(str, Enum):
     (authors' FCOS code)."""
     BATCH = 'batch'
     IMAGE = 'image'
-
-
-def _parse(enum_cls, value, what: str):
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        for member in enum_cls:
-            if member.value == value.lower().strip():
-                return member
-    valid = ', '.join(m.value for m in enum_cls)
-    raise ValueError(f'Unknown {what} {value!r}; valid names: {valid}')
 
 
 def _check_inputs(maps: Tensor, gt_inds: Tensor, ious: Tensor,
@@ -209,8 +200,8 @@ def odam_pair_losses(maps: Tensor,
         Images that are skipped have zeros.
     """
     maps = _check_inputs(maps, gt_inds, ious, img_inds, boxes)
-    reference = _parse(ReferenceMode, reference, 'reference')
-    negatives = _parse(NegativeMode, negatives, 'negatives')
+    reference = parse_enum(ReferenceMode, reference, 'reference')
+    negatives = parse_enum(NegativeMode, negatives, 'negatives')
     if negatives == NegativeMode.OVERLAP and boxes is None:
         raise ValueError("negatives='overlap' needs the predicted boxes")
     if not 0 < eps < 0.5:
@@ -281,7 +272,7 @@ def odam_train_loss(maps: Tensor,
         image's ``L / N_img``. Zero (still attached to ``maps``' graph) when
         there are no pairs.
     """
-    normalize = _parse(PairNorm, normalize, 'normalize')
+    normalize = parse_enum(PairNorm, normalize, 'normalize')
     con, sep, pairs = odam_pair_losses(maps, gt_inds, ious, img_inds, boxes,
                                        reference, negatives, iou_weighted,
                                        min_objects, eps)
@@ -352,10 +343,10 @@ class OdamTrainLoss(nn.Module):
             raise ValueError(f'min_objects must be an int >= 1, got '
                              f'{min_objects!r}')
         self.loss_weight = float(loss_weight)
-        self.reference = _parse(ReferenceMode, reference, 'reference')
-        self.negatives = _parse(NegativeMode, negatives, 'negatives')
+        self.reference = parse_enum(ReferenceMode, reference, 'reference')
+        self.negatives = parse_enum(NegativeMode, negatives, 'negatives')
         self.iou_weighted = bool(iou_weighted)
-        self.normalize = _parse(PairNorm, normalize, 'normalize')
+        self.normalize = parse_enum(PairNorm, normalize, 'normalize')
         self.min_objects = min_objects
         self.max_samples = _opt_pos_int(max_samples, 'max_samples')
         self.max_pairs = _opt_pos_int(max_pairs, 'max_pairs')

@@ -4,7 +4,6 @@ from mmdet.models.dense_heads import ATSSHead
 from mmdet.registry import MODELS
 
 from ...explainers.dense import OdamDenseHeadMixin
-from ...nms.odam_nms import check_test_cfg_nms
 from .odam_train_mixin import OdamTrainDenseMixin
 
 
@@ -15,8 +14,3 @@ class OdamATSSHead(OdamTrainDenseMixin, OdamDenseHeadMixin, ATSSHead):
     that runs Odam-NMS when ``test_cfg.nms.type == 'odam_nms'`` (kept rows get
     ``odam_maps``) and accepts ``loss_odam`` (Odam-Train loss config or None).
     """
-
-    def __init__(self, *args, loss_odam=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
-        check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build
