@@ -161,10 +161,8 @@ def main():
             DumpDetResults(out_file_path=args.out))
 
     # start testing
-    try:
-        runner.test()
-    finally:
-        shutdown_distributed()
+    runner.test()
+    shutdown_distributed()  # distributed runs: barrier, then a clean exit
 
 
 if __name__ == '__main__':

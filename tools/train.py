@@ -129,10 +129,8 @@ def main():
         runner = RUNNERS.build(cfg)
 
     # start training
-    try:
-        runner.train()
-    finally:
-        shutdown_distributed()
+    runner.train()
+    shutdown_distributed()  # distributed runs: barrier, then a clean exit
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 # Faster R-CNN R50-FPN (anchors H:W = 1, 2, 3) on the generated crowd scenes
 # (data/crowd_scenes/val) with classic NMS at IoU 0.5 in the RoI head.
 _base_ = [
-    './_base_/faster-rcnn_r50_fpn_person.py',
+    '../_base_/models/faster-rcnn_r50_fpn_person.py',
     '../_base_/datasets/crowd_scenes.py', '../_base_/default_runtime.py'
 ]
 

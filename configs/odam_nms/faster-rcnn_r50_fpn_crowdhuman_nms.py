@@ -3,7 +3,7 @@
 # OdamStandardRoIHead (mmdet's StandardRoIHead plus RoI-index tracking and the
 # Odam-NMS path when rcnn.nms.type == 'odam_nms').
 _base_ = [
-    './_base_/faster-rcnn_r50_fpn_person.py',
+    '../_base_/models/faster-rcnn_r50_fpn_person.py',
     '../_base_/datasets/crowdhuman.py', '../_base_/default_runtime.py'
 ]
 

@@ -47,13 +47,22 @@ def setup_cpu_distributed(cfg: Config) -> bool:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the process group at the end of a run.
+    """End a successful distributed run: wait for every rank, then leave.
 
-    Without it, gloo's worker threads can still be joinable when the
-    interpreter exits, and a rank then aborts ("terminate called without an
-    active exception", SIGABRT) after its work is done. A barrier first lets
-    every rank finish writing its results.
+    The ranks meet at a barrier (every rank has written its results) and
+    exit at once with status 0, after flushing the logs. Leaving through the
+    interpreter's normal shutdown lets C++ destructors run on gloo's and the
+    TCP store's worker threads; when they are still joinable a rank aborts
+    ("terminate called without an active exception", SIGABRT) after its work
+    is done, which the launcher reports as a failed run. Not distributed:
+    does nothing.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    import logging
+    import sys
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

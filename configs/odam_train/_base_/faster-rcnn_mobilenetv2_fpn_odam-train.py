@@ -1,68 +1,35 @@
-# Faster R-CNN with Odam-Train (model only): mmdet 3.3's faster-rcnn_r50_fpn
-# (written out here: no `mmdet::` inheritance, which needs pkg_resources) with
-# the ImageNet MobileNetV2 backbone of ../../_base_/models/fcos_mobilenetv2_fpn.py
-# (strides 8/16/32, converted weights in work_dirs/pretrained, see README
-# "data"), one class, person anchors H:W = 1, 2, 3 (paper Sec. 4.3), 512 RoIs
-# with foreground ratio 0.5 (authors, CrowdHuman), and the consistency /
-# separation losses on the cls ODAM maps of the positive RoIs.
+# Faster R-CNN with Odam-Train (model only): the person Faster R-CNN of
+# ../../_base_/models/faster-rcnn_r50_fpn_person.py (mmdet 3.3's
+# faster-rcnn_r50_fpn, one class, person anchors H:W = 1, 2, 3, paper
+# Sec. 4.3) with the ImageNet MobileNetV2 backbone of
+# ../../_base_/models/fcos_mobilenetv2_fpn.py (strides 8/16/32, converted
+# weights in work_dirs/pretrained, see README "data") and a 128-channel FPN,
+# 512 RoIs with foreground ratio 0.5 (authors, CrowdHuman), and the
+# consistency / separation losses on the cls ODAM maps of the positive RoIs.
 # loss_weight 0.2 as the authors' R-CNN code; their IoU weighting of positive
 # pairs is `iou_weighted=True` (paper default: off); maps at padded input / 16
 # (their training "dam size", P4); up to 256 positive RoIs per image.
+_base_ = ['../../_base_/models/faster-rcnn_r50_fpn_person.py']
+
 pretrained = 'work_dirs/pretrained/mobilenet_v2_imagenet_mmdet.pth'
 model = dict(
-    type='FasterRCNN',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32),
     backbone=dict(
+        _delete_=True,
         type='MobileNetV2',
         out_indices=(2, 4, 6),
         act_cfg=dict(type='ReLU6'),
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(
-        type='FPN', in_channels=[32, 96, 320], out_channels=128, num_outs=4),
+    neck=dict(in_channels=[32, 96, 320], out_channels=128, num_outs=4),
     rpn_head=dict(
-        type='RPNHead',
         in_channels=128,
         feat_channels=128,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            scales=[8],
-            ratios=[1.0, 2.0, 3.0],
-            strides=[8, 16, 32, 64]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder',
-            target_means=[.0, .0, .0, .0],
-            target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(
-            type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+        anchor_generator=dict(strides=[8, 16, 32, 64])),
     roi_head=dict(
-        type='OdamStandardRoIHead',
         bbox_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=128,
-            featmap_strides=[8, 16, 32]),
-        bbox_head=dict(
-            type='Shared2FCBBoxHead',
-            in_channels=128,
-            fc_out_channels=512,
-            roi_feat_size=7,
-            num_classes=1,
-            bbox_coder=dict(
-                type='DeltaXYWHBBoxCoder',
-                target_means=[0., 0., 0., 0.],
-                target_stds=[0.1, 0.1, 0.2, 0.2]),
-            reg_class_agnostic=False,
-            loss_cls=dict(
-                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+            out_channels=128, featmap_strides=[8, 16, 32]),
+        bbox_head=dict(in_channels=128, fc_out_channels=512),
         loss_odam=dict(
             type='OdamTrainLoss',
             loss_weight=0.2,
@@ -70,52 +37,4 @@ model = dict(
             max_samples=256,
             map_stride=16,
             smoothing='none')),
-    train_cfg=dict(
-        rpn=dict(
-            assigner=dict(
-                type='MaxIoUAssigner',
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
-                min_pos_iou=0.3,
-                match_low_quality=True,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type='RandomSampler',
-                num=256,
-                pos_fraction=0.5,
-                neg_pos_ub=-1,
-                add_gt_as_proposals=False),
-            allowed_border=-1,
-            pos_weight=-1,
-            debug=False),
-        rpn_proposal=dict(
-            nms_pre=2000,
-            max_per_img=1000,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
-        rcnn=dict(
-            assigner=dict(
-                type='MaxIoUAssigner',
-                pos_iou_thr=0.5,
-                neg_iou_thr=0.5,
-                min_pos_iou=0.5,
-                match_low_quality=False,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type='RandomSampler',
-                num=512,
-                pos_fraction=0.5,
-                neg_pos_ub=-1,
-                add_gt_as_proposals=True),
-            pos_weight=-1,
-            debug=False)),
-    test_cfg=dict(
-        rpn=dict(
-            nms_pre=1000,
-            max_per_img=1000,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
-        rcnn=dict(
-            score_thr=0.05,
-            nms=dict(type='nms', iou_threshold=0.5),
-            max_per_img=100)))
+    train_cfg=dict(rcnn=dict(sampler=dict(pos_fraction=0.5))))

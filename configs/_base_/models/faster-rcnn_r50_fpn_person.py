@@ -1,4 +1,5 @@
-# Faster R-CNN R50-FPN person detector for the Odam-NMS configs: mmdet's
+# Faster R-CNN R50-FPN person detector (base of the Odam-NMS and Odam-Train
+# Faster R-CNN configs): mmdet's
 # _base_/models/faster-rcnn_r50_fpn.py (copied: 'mmdet::' bases need
 # pkg_resources) with one class, anchors H:W = 1, 2, 3 (paper Sec. 4.3) and
 # OdamStandardRoIHead (RoI-index tracking + Odam-NMS when rcnn.nms.type is
