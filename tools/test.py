@@ -22,7 +22,8 @@ from mmdet.evaluation import DumpDetResults  # noqa: E402
 from mmdet.registry import RUNNERS  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 from mmdet_odam.utils import (check_data_roots, merge_cfg_options,  # noqa
-                              setup_cpu_distributed, shutdown_distributed)
+                              setup_cpu_distributed, shutdown_distributed,
+                              use_rank_zero_logger)
 
 
 # TODO: support fuse_conv_bn and format_only
@@ -145,6 +146,8 @@ def main():
 
     # CPU distributed runs: gloo backend, DDP without device ids
     setup_cpu_distributed(cfg)
+    # the end-of-test metrics JSON is written by rank 0 only
+    use_rank_zero_logger(cfg)
 
     # build the runner from config
     if 'runner_type' not in cfg:

@@ -46,6 +46,15 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
+def use_rank_zero_logger(cfg: Config) -> None:
+    """Swap the config's default ``LoggerHook`` for ``RankZeroLoggerHook``
+    (same options), whose end-of-test JSON only rank 0 writes."""
+    logger = cfg.get('default_hooks', {}).get('logger', None)
+    if logger is not None and logger.get('type') in ('LoggerHook',
+                                                     'mmengine.LoggerHook'):
+        logger['type'] = 'RankZeroLoggerHook'
+
+
 def shutdown_distributed() -> None:
     """End a successful distributed run: wait for every rank, then leave.
 
