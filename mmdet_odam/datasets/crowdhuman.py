@@ -31,24 +31,35 @@ class OdamCrowdHumanDataset(CrowdHumanDataset):
 
     def __init__(self, data_root: str, ann_file: str,
                  extra_ann_file: Optional[str] = None, **kwargs):
-        if data_root and not osp.isdir(data_root):
-            raise FileNotFoundError(f'data_root {data_root} does not exist')
+        self._data_root_arg = data_root
+        self._extra_ann_file = extra_ann_file
         self._id_hw = None
-        if extra_ann_file is not None:
-            path = extra_ann_file
-            if data_root and not osp.isabs(path):
-                path = osp.join(data_root, path)
-            if not osp.isfile(path):
-                raise FileNotFoundError(
-                    f'extra_ann_file {path} does not exist')
-            self._id_hw = load(path)
+        if not kwargs.get('lazy_init', False):
+            self._load_id_hw()
         self.extra_ann_exist = self._id_hw is not None
         self.extra_anns = self._id_hw or {}
         # skip CrowdHumanDataset.__init__ (it may write into data_root)
         super(CrowdHumanDataset, self).__init__(
             data_root=data_root, ann_file=ann_file, **kwargs)
 
+    def _load_id_hw(self) -> None:
+        """Check ``data_root`` and read ``extra_ann_file`` (done when the
+        data is loaded, so a ``lazy_init`` build for the metainfo alone, as
+        mmdet's ``init_detector`` does, needs no data on disk)."""
+        data_root, path = self._data_root_arg, self._extra_ann_file
+        if data_root and not osp.isdir(data_root):
+            raise FileNotFoundError(f'data_root {data_root} does not exist')
+        if path is not None:
+            if data_root and not osp.isabs(path):
+                path = osp.join(data_root, path)
+            if not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'extra_ann_file {path} does not exist')
+            self._id_hw = load(path)
+
     def load_data_list(self) -> List[dict]:
+        if self._id_hw is None:
+            self._load_id_hw()  # lazily built: check and read now
         records = load_odgt(self.ann_file, backend_args=self.backend_args)
         has_hw = self._id_hw is not None
         self.extra_anns = dict(self._id_hw or {})
