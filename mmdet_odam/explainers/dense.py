@@ -37,11 +37,14 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from mmdet.registry import MODELS
+
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gather_patches, gaussian_smooth,
                     level_to_padded, match_boxes, max_kernel_radius, odam_raw,
                     paste_patches, render_local, row_grads, top_scoring)
 from ..core.smoothing import MAX_SIGMA
+from ..nms.odam_nms import check_test_cfg_nms
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -684,6 +687,8 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
         bboxes = get_box_tensor(results.bboxes)
         nms_cfg = cfg.nms
         if nms_cfg.get('type') == 'odam_nms':
+            # imported at call time: tools/analysis_tools/sweep_odam_nms.py
+            # intercepts batched_odam_nms on its module
             from ..nms.odam_nms import batched_odam_nms, nms_map_size
             if feats is None:
                 raise ValueError('odam_nms needs the FPN features')
@@ -719,9 +724,6 @@ class OdamDenseHeadMixin:
     """
 
     def __init__(self, *args, loss_odam=None, **kwargs):
-        from mmdet.registry import MODELS
-
-        from ..nms.odam_nms import check_test_cfg_nms
         super().__init__(*args, **kwargs)
         self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
         check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build

@@ -1,6 +1,8 @@
 """Distributed runs without CUDA (``--launcher pytorch`` on CPUs)."""
 import datetime
+import logging
 import os
+import sys
 
 import torch
 import torch.distributed as torch_dist
@@ -69,8 +71,6 @@ def shutdown_distributed() -> None:
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
     torch_dist.barrier()
-    import logging
-    import sys
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
