@@ -6,7 +6,8 @@ Times, per image, on the same FCOS model and input:
 - ``pipeline_odam``: detector forward + ODAM ``cls`` maps of all candidates
   (one batched pass, short edge 50) + Odam-NMS; the head's own
   ``test_cfg.nms.type='odam_nms'`` path (``OdamFCOSHead``);
-- the steps alone on the same candidates: ``maps`` (batched candidate maps),
+- the steps alone on the same candidates: ``maps`` (batched candidate maps
+  from the recorded forward: the reversed head),
   ``nms_step`` (mmcv ``batched_nms``) and ``odam_nms_step``
   (``batched_odam_nms``).
 
@@ -35,6 +36,8 @@ import torch  # noqa: E402
 
 import mmdet_odam  # noqa: E402,F401
 from mmdet_odam.explainers.dense import dense_candidate_maps  # noqa: E402
+from mmdet_odam.explainers.reversed_head import (  # noqa: E402
+    forward_recording, reversed_head_spec)
 from mmdet_odam.nms import batched_odam_nms, nms_map_size  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/odam_nms/fcos_mobilenetv2_crowd-scenes_odam-nms.py'
@@ -129,12 +132,18 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
     meta = samples[0].metainfo
     size = nms_map_size(meta['img_shape'])
 
+    record = None
+    if reversed_head_spec(head) is not None:  # what predict's forward keeps
+        with torch.no_grad():
+            record = forward_recording(head, feats)[1]
+
     def maps_fn():
         with torch.no_grad():
             return dense_candidate_maps(
                 head, feats, torch.zeros_like(cands.labels), cands.level_ids,
                 cands.loc_inds, cands.labels, 'cls', out_size=size,
-                boxes=cands.bboxes, pad_shape=meta['batch_input_shape'])
+                boxes=cands.bboxes, pad_shape=meta['batch_input_shape'],
+                record=record)
 
     maps = maps_fn()
     res = dict(

@@ -1,6 +1,7 @@
 """Pure tensor functions of ODAM (no mmdet imports)."""
 from .alignment import (gather_patches, interp_matrix, level_to_image,
                         level_to_padded, paste_patches, render_local,
+                        render_patches,
                         sample_level_maps)
 from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
                     top_scoring)
@@ -14,7 +15,7 @@ __all__ = [
     'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
     'top_scoring', 'as_leaves', 'row_grads',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
-    'level_to_padded', 'paste_patches',
+    'level_to_padded', 'paste_patches', 'render_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',
     'odam_map', 'odam_raw', 'box_sigmas', 'gaussian_kernels1d',
     'gaussian_smooth', 'kernel_radius', 'max_kernel_radius'

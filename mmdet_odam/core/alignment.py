@@ -7,6 +7,7 @@ the map border. The original image maps to the top-left ``img_shape``
 region of the padded input through the resize factor, so padding and resize
 are undone in one exact sampling step (no intermediate resize).
 """
+import functools
 from typing import Sequence, Tuple
 
 import torch
@@ -124,7 +125,8 @@ def paste_patches(patches: Tensor, centers: Tensor,
 
 
 def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
-                   radius: int) -> Tuple[Tensor, Tensor]:
+                   radius: int,
+                   channels_last: bool = False) -> Tuple[Tensor, Tensor]:
     """Gather (2r+1)^2 windows of a zero-padded feature map.
 
     Args:
@@ -132,6 +134,9 @@ def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
         img_inds (Tensor): (N,) image of each window.
         centers (Tensor): (N, 2) long (y, x) centre cells.
         radius (int): r.
+        channels_last (bool): return (N, P, P, C) patches and an
+            (N, P, P, 1) mask, gathered from a channels-last copy (whole
+            C-vectors per cell: much faster for many windows).
 
     Returns:
         tuple: patches (N, C, P, P) (differentiable w.r.t. ``feat``) and the
@@ -143,13 +148,16 @@ def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
     ar = torch.arange(2 * r + 1, device=feat.device)
     ys = centers[:, 0:1] + ar[None]
     xs = centers[:, 1:2] + ar[None]
-    patches = padded[img_inds[:, None, None], :, ys[:, :, None],
-                     xs[:, None, :]]  # (N, P, P, C)
-    patches = patches.permute(0, 3, 1, 2)
     vy = (ys - r >= 0) & (ys - r < h)
     vx = (xs - r >= 0) & (xs - r < w)
-    mask = (vy[:, :, None] & vx[:, None, :])[:, None].to(feat.dtype)
-    return patches, mask
+    mask = (vy[:, :, None] & vx[:, None, :]).to(feat.dtype)
+    if channels_last:
+        patches = padded.permute(0, 2, 3, 1).contiguous()[
+            img_inds[:, None, None], ys[:, :, None], xs[:, None, :]]
+        return patches, mask[..., None]
+    patches = padded[img_inds[:, None, None], :, ys[:, :, None],
+                     xs[:, None, :]]  # (N, P, P, C)
+    return patches.permute(0, 3, 1, 2), mask[:, None]
 
 
 def render_local(pieces, n: int, out_size: Sequence[int], pixel_scale,
@@ -226,3 +234,64 @@ def render_local(pieces, n: int, out_size: Sequence[int], pixel_scale,
             out[r].fill_(float((0 - lo) / rng))
         out[r, i0:i1, j0:j1] = v
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _level_interp_matrices(level_shapes, strides, out_size, pixel_scale,
+                           r, device, dtype):
+    """:func:`interp_matrix` of every level, zero-padded by ``r`` columns on
+    both sides and concatenated: (H_o, sum(h_l + 2r)), (W_o, sum(w_l +
+    2r)), and each level's first column in them. Cached: the same input
+    size gives the same matrices."""
+    (ho, wo), (py, px) = out_size, pixel_scale
+    mys, mxs, offs_y, offs_x = [], [], [0], [0]
+    for (h, w), (sty, stx) in zip(level_shapes, strides):
+        mys.append(F.pad(interp_matrix(ho, h, sty, py, device, dtype),
+                         (r, r)))
+        mxs.append(F.pad(interp_matrix(wo, w, stx, px, device, dtype),
+                         (r, r)))
+        offs_y.append(offs_y[-1] + mys[-1].shape[1])
+        offs_x.append(offs_x[-1] + mxs[-1].shape[1])
+    return (torch.cat(mys, 1), torch.cat(mxs, 1),
+            torch.as_tensor(offs_y[:-1], device=device),
+            torch.as_tensor(offs_x[:-1], device=device))
+
+
+def render_patches(patches: Tensor, level_ids: Tensor, centers: Tensor,
+                   level_shapes: Sequence[Sequence[int]], strides,
+                   out_size: Sequence[int], pixel_scale) -> Tensor:
+    """Render centred square patches of several levels in one batched pass.
+
+    Equal to pasting each patch into a zero map of its level
+    (:func:`paste_patches`) and sampling it with :func:`sample_level_maps`,
+    without building the (N, h, w) level maps: each output is
+    ``My[:, rows] @ patch @ Mx[:, cols]^T``.
+
+    Args:
+        patches (Tensor): (N, P, P), P = 2r+1, differentiable.
+        level_ids (Tensor): (N,) level of each patch.
+        centers (Tensor): (N, 2) long (y, x) centre cell on its level.
+        level_shapes (list): (h_l, w_l) per level.
+        strides (list): (sy, sx) per level, in input pixels.
+        out_size (tuple): (H_o, W_o).
+        pixel_scale (tuple): (sy, sx) input pixels per output pixel.
+
+    Returns:
+        Tensor: (N, H_o, W_o).
+    """
+    n, p, _ = patches.shape
+    ho, wo = int(out_size[0]), int(out_size[1])
+    if n == 0:
+        return patches.new_zeros(0, ho, wo)
+    r = (p - 1) // 2
+    my, mx, offs_y, offs_x = _level_interp_matrices(
+        tuple((int(h), int(w)) for h, w in level_shapes),
+        tuple(_pair(s) for s in strides), (ho, wo), _pair(pixel_scale), r,
+        patches.device, patches.dtype)
+    ar = torch.arange(p, device=patches.device)
+    oy, ox = offs_y[level_ids], offs_x[level_ids]
+    rows = (oy + centers[:, 0])[:, None] + ar  # (N, P) padded columns
+    cols = (ox + centers[:, 1])[:, None] + ar
+    ys = my[:, rows].permute(1, 0, 2)  # (N, H_o, P)
+    xs = mx[:, cols].permute(1, 2, 0)  # (N, P, W_o)
+    return torch.bmm(torch.bmm(ys, patches), xs)

@@ -45,35 +45,60 @@ def gaussian_kernels1d(sigmas: Tensor) -> Tensor:
 
     A sigma below 0.5 gives the identity kernel (a single 1 at the centre).
     """
-    sigmas = sigmas.detach().float().reshape(-1)
-    r = max([kernel_radius(s) for s in sigmas.tolist()] + [0])
-    x = torch.arange(-r, r + 1, dtype=torch.float32, device=sigmas.device)
-    out = torch.zeros(len(sigmas), 2 * r + 1, device=sigmas.device)
-    for i, s in enumerate(sigmas.tolist()):
-        ri = kernel_radius(s)
-        if ri == 0:
-            out[i, r] = 1.0
-            continue
-        k = torch.exp(-0.5 * (x / s)**2)
-        k[(x.abs() > ri)] = 0
-        out[i] = k / k.sum()
-    return out
+    sig = sigmas.detach().float().reshape(-1)
+    radii = torch.where(sig < MIN_SIGMA, torch.zeros_like(sig),
+                        torch.ceil(2 * sig))
+    r = int(radii.max()) if len(sig) else 0
+    x = torch.arange(-r, r + 1, dtype=torch.float32, device=sig.device)
+    k = torch.exp(-0.5 * (x[None] / sig.clamp(min=MIN_SIGMA)[:, None])**2)
+    k = torch.where(x.abs()[None] > radii[:, None], torch.zeros_like(k), k)
+    k = k / k.sum(1, keepdim=True)
+    ident = (x == 0).to(k)[None].expand_as(k)
+    return torch.where((radii == 0)[:, None], ident, k)
 
 
-def gaussian_smooth(x: Tensor, sigmas: Tensor) -> Tensor:
+def band_matrices(kernels: Tensor, n_out: int, n_in: int,
+                  offset: int = 0) -> Tensor:
+    """(N, n_out, n_in) matrices of a zero-padded 1-D convolution.
+
+    Row ``i`` of sample ``n`` holds ``kernels[n]`` centred on input column
+    ``i - offset`` (``offset``: zero padding before the input), so
+    ``B @ x`` smooths ``x`` (n_in long) onto ``n_out`` positions.
+    """
+    n, kk = kernels.shape
+    r = (kk - 1) // 2
+    d = (torch.arange(n_in, device=kernels.device)[None] + offset -
+         torch.arange(n_out, device=kernels.device)[:, None]) + r
+    inside = (d >= 0) & (d < kk)
+    idx = d.clamp(0, kk - 1).reshape(-1)
+    out = kernels[:, idx].reshape(n, n_out, n_in)
+    return out * inside.to(out)
+
+
+def gaussian_smooth(x: Tensor, sigmas: Tensor, pad: int = 0) -> Tensor:
     """Separable Gaussian blur with one sigma per sample (zero padding).
 
     Args:
         x (Tensor): (N, C, H, W) gradient maps.
         sigmas (Tensor): (N,) sigma in cells (see :func:`box_sigmas`).
+        pad (int): zero border added first (output (H + 2p, W + 2p)), as
+            ``gaussian_smooth(F.pad(x, (pad,) * 4), sigmas)`` without
+            building the padded input.
 
     Returns:
-        Tensor: (N, C, H, W), differentiable w.r.t. ``x``.
+        Tensor: (N, C, H + 2 pad, W + 2 pad), differentiable w.r.t. ``x``.
     """
     n, c, h, w = x.shape
     if n == 0 or not bool((sigmas >= MIN_SIGMA).any()):
-        return x
+        return F.pad(x, (pad, ) * 4) if pad else x
     k = gaussian_kernels1d(sigmas).to(x)  # (N, K)
+    if max(h, w) + 2 * pad <= 64:  # small windows: two batched matmuls
+        by = band_matrices(k, h + 2 * pad, h, pad)
+        bx = band_matrices(k, w + 2 * pad, w, pad)
+        return torch.matmul(torch.matmul(by[:, None], x),
+                            bx.transpose(1, 2)[:, None])
+    x = F.pad(x, (pad, ) * 4) if pad else x
+    h, w = h + 2 * pad, w + 2 * pad
     r = (k.shape[1] - 1) // 2
     wk = k.repeat_interleave(c, dim=0)  # (N*C, K)
     y = x.reshape(1, n * c, h, w)

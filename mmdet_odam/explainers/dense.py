@@ -48,6 +48,8 @@ from ..nms.odam_nms import check_test_cfg_nms
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
+from .reversed_head import (forward_recording, reversed_head_maps,
+                            reversed_head_spec)
 from .targets import (BOX_TARGETS, Target, box_target, parse_grad_mode,
                       parse_smoothing, parse_target)
 
@@ -405,8 +407,15 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
                          target='cls', out_size=(50, 50),
                          smoothing='gaussian', grad_mode='pos_relu',
                          create_graph=False, boxes=None, pad_shape=None,
-                         norm_stats=None, chunk_size: int = 256) -> Tensor:
-    """ODAM maps of dense-head candidates, batched (patch path).
+                         norm_stats=None, chunk_size: int = 256,
+                         record=None,
+                         reversed_head: Optional[bool] = None) -> Tensor:
+    """ODAM maps of dense-head candidates, batched.
+
+    The ``cls`` target of a supported head takes the reversed head
+    (:mod:`.reversed_head`: no forward per candidate), other targets and
+    heads the patch path; both freeze the norm statistics and give the same
+    maps.
 
     Args:
         head: dense head (FCOS / RetinaNet / ATSS like), not modified.
@@ -426,6 +435,12 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
             ``(h_0 * stride_0, w_0 * stride_0)``.
         norm_stats (dict, optional): GN stats of the full-map forward.
         chunk_size (int): candidates per patch batch (bounds memory).
+        record (TowerRecord, optional): from
+            :func:`~.reversed_head.forward_recording` on ``feats`` (the
+            forward that produced the candidates); recorded when missing
+            (with frozen GN statistics when ``create_graph``).
+        reversed_head (bool, optional): None = when supported, True =
+            require it (error otherwise), False = patch path.
 
     Returns:
         Tensor: (N, H_o, W_o) raw maps (>= 0 except for ``pos_norelu``).
@@ -440,6 +455,29 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         pad_shape = (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
+    towers = None
+    if reversed_head is not False:
+        towers = reversed_head_spec(head) if t == Target.CLS else None
+        if towers is None and reversed_head:
+            raise NotImplementedError(
+                f'the reversed head supports the cls target of FCOS / ATSS '
+                f'/ RetinaNet conv towers, not {type(head).__name__} / '
+                f'{t.value}')
+    if towers is not None:
+        _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
+        if record is None:
+            with torch.set_grad_enabled(create_graph):
+                _, record = forward_recording(head, feats, towers,
+                                              freeze_norm=create_graph)
+        priors = _mlvl_priors(head, feats)
+        pri = torch.cat(priors)[torch.as_tensor(
+            [0] + [p.shape[0] for p in priors[:-1]],
+            device=labels.device).cumsum(0)[level_ids] + loc_inds]
+        return reversed_head_maps(
+            head, feats, record, img_inds, level_ids, loc_inds, labels, pri,
+            out_size, pad_shape, parse_smoothing(smoothing).value,
+            parse_grad_mode(grad_mode),
+            boxes, create_graph, towers)
     norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     outs = []
     for sel in torch.arange(n, device=labels.device).split(int(chunk_size)):
@@ -583,11 +621,14 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
 
 def tracked_predict_by_feat(head, cls_scores, bbox_preds, score_factors=None,
                             batch_img_metas=None, cfg=None, rescale=False,
-                            with_nms=True, feats=None) -> List[InstanceData]:
+                            with_nms=True, feats=None,
+                            record=None) -> List[InstanceData]:
     """mmdet ``BaseDenseHead.predict_by_feat`` that also records
     ``level_ids``, ``loc_inds`` and ``cand_inds`` of every kept row.
 
-    ``feats`` (FPN levels) are needed when ``cfg.nms.type == 'odam_nms'``.
+    ``feats`` (FPN levels) are needed when ``cfg.nms.type == 'odam_nms'``;
+    ``record`` (:class:`~.reversed_head.TowerRecord` of the forward that
+    gave ``cls_scores``) spares the candidate maps a second head forward.
     """
     from mmdet.models.utils import select_single_mlvl
     num_levels = len(cls_scores)
@@ -605,14 +646,14 @@ def tracked_predict_by_feat(head, cls_scores, bbox_preds, score_factors=None,
         results.append(
             tracked_predict_single(head, cls_list, box_list, fac_list,
                                    mlvl_priors, meta, cfg, rescale, with_nms,
-                                   feats, img_id))
+                                   feats, img_id, record))
     return results
 
 
 def tracked_predict_single(head, cls_score_list, bbox_pred_list,
                            score_factor_list, mlvl_priors, img_meta, cfg,
                            rescale=False, with_nms=True, feats=None,
-                           img_id=0) -> InstanceData:
+                           img_id=0, record=None) -> InstanceData:
     """Mirror of ``BaseDenseHead._predict_by_feat_single`` with tracking."""
     from mmdet.models.utils import filter_scores_and_topk
     from mmdet.structures.bbox import cat_boxes
@@ -661,11 +702,11 @@ def tracked_predict_single(head, cls_score_list, bbox_pred_list,
     if with_factors:
         res.score_factors = torch.cat(facs_l)
     return tracked_post_process(head, res, cfg, rescale, with_nms, img_meta,
-                                feats, img_id)
+                                feats, img_id, record)
 
 
 def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
-                         img_meta=None, feats=None, img_id=0):
+                         img_meta=None, feats=None, img_id=0, record=None):
     """Mirror of ``BaseDenseHead._bbox_post_process`` (tracking fields ride
     along); with ``cfg.nms.type == 'odam_nms'`` runs Odam-NMS on ODAM ``cls``
     maps of all candidates and stores ``results.odam_maps``."""
@@ -698,7 +739,7 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
                 results.level_ids, results.loc_inds, results.labels, 'cls',
                 out_size=nms_map_size(img_meta['img_shape']),
                 boxes=results.input_bboxes,
-                pad_shape=img_meta.get('batch_input_shape'))
+                pad_shape=img_meta.get('batch_input_shape'), record=record)
             assert maps.shape[0] == n
             det, keep = batched_odam_nms(bboxes, results.scores,
                                          results.labels, maps.detach(),
@@ -729,18 +770,32 @@ class OdamDenseHeadMixin:
         check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build
 
     def predict(self, x, batch_data_samples, rescale: bool = False):
+        """``BaseDenseHead.predict``; with Odam-NMS on a head the reversed
+        head supports, the forward also records what the candidate maps
+        need (kept on the head for this call only)."""
+        nms = (self.test_cfg or {}).get('nms') or {}
+        towers = reversed_head_spec(self) \
+            if nms.get('type') == 'odam_nms' else None
         self._odam_feats = x
         try:
-            return super().predict(x, batch_data_samples, rescale=rescale)
+            if towers is None:
+                return super().predict(x, batch_data_samples,
+                                       rescale=rescale)
+            outs, self._odam_record = forward_recording(self, x, towers)
+            return self.predict_by_feat(
+                *outs, batch_img_metas=[s.metainfo
+                                        for s in batch_data_samples],
+                rescale=rescale)
         finally:
-            self._odam_feats = None
+            self._odam_feats = self._odam_record = None
 
     def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
                         batch_img_metas=None, cfg=None, rescale=False,
                         with_nms=True):
         return tracked_predict_by_feat(
             self, cls_scores, bbox_preds, score_factors, batch_img_metas,
-            cfg, rescale, with_nms, getattr(self, '_odam_feats', None))
+            cfg, rescale, with_nms, getattr(self, '_odam_feats', None),
+            getattr(self, '_odam_record', None))
 
 
 # ----------------------------------------------------------------------

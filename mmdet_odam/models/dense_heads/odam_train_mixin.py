@@ -19,8 +19,11 @@ own losses:
 4. :class:`mmdet_odam.losses.OdamTrainLoss` turns them into the two losses.
 
 ``loss_by_feat`` does not receive the features, so :meth:`loss` keeps them
-(and the GroupNorm statistics of its forward) on the head for the duration of
-the call only.
+(and, for the patch path, the GroupNorm statistics of its forward) on the
+head for the duration of the call only. The reversed head (FCOS / ATSS /
+RetinaNet conv towers, :mod:`mmdet_odam.explainers.reversed_head`) runs one
+more head forward with frozen GN statistics for the maps instead of a
+forward per positive's window.
 """
 import inspect
 from typing import Dict, List, Optional, Tuple
@@ -46,14 +49,19 @@ class OdamTrainDenseMixin:
     """
 
     def loss(self, x: Tuple[Tensor], batch_data_samples) -> dict:
-        """As ``BaseDenseHead.loss``; with ``loss_odam`` set, the forward
-        also records the GroupNorm statistics the batched maps need (one
-        head forward instead of two) and the features are kept for
-        :meth:`loss_by_feat` during the call."""
+        """As ``BaseDenseHead.loss``; with ``loss_odam`` set, the features
+        (and, for the patch path, the forward's GroupNorm statistics) are
+        kept for :meth:`loss_by_feat` during the call."""
         if getattr(self, 'loss_odam', None) is None:
             return super().loss(x, batch_data_samples)
         from mmdet_odam.explainers.dense import head_forward_with_stats
-        outs, stats = head_forward_with_stats(self, x)
+        from mmdet_odam.explainers.reversed_head import reversed_head_spec
+        if reversed_head_spec(self) is not None:
+            # the reversed head records its own frozen-statistics forward
+            # (same values; the maps' derivative as on the patch path)
+            outs, stats = self(x), None
+        else:  # patch path: GN statistics of this forward
+            outs, stats = head_forward_with_stats(self, x)
         gt, gt_ignore, metas = unpack_gt_instances(batch_data_samples)
         self.__dict__[_FEATS] = (tuple(x), stats)
         try:
@@ -93,8 +101,10 @@ class OdamTrainDenseMixin:
             cls_scores, bbox_preds (list[Tensor]): Head outputs per level.
             batch_gt_instances (list[InstanceData]): GT per image.
             batch_img_metas (list[dict]): Needs ``batch_input_shape``.
-            norm_stats (dict, optional): GroupNorm statistics of the forward
-                (``head_forward_with_stats``); computed when missing.
+            norm_stats (dict, optional): GroupNorm statistics of the
+                forward (``head_forward_with_stats``) for the patch path;
+                computed when missing (the reversed head records its own
+                forward).
 
         Returns:
             dict: ``loss_odam_con``, ``loss_odam_sep``.
