@@ -82,8 +82,9 @@ def test_assignment_matches_fcos_targets(repo_root):
         torch.testing.assert_close(rec, gt.bboxes[inds[pos]])
 
 
-def test_gradient_reaches_head_neck_and_backbone(repo_root):
-    model = _model(repo_root)
+def _assert_odam_grads_reach(model, names):
+    """The Odam-Train losses of a crowd batch are > 0 and their gradient
+    alone reaches every parameter in ``names``."""
     inputs, samples = _batch(CROWD)
     losses = model.loss(inputs, samples)
     odam = losses['loss_odam_con'] + losses['loss_odam_sep']
@@ -91,10 +92,17 @@ def test_gradient_reaches_head_neck_and_backbone(repo_root):
     model.zero_grad()
     odam.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
-    for name in ('bbox_head.conv_cls.weight', 'bbox_head.cls_convs.0.conv.weight',
-                 'neck.fpn_convs.0.conv.weight',
-                 'backbone.stages.0.0.conv.weight'):
+    for name in names:
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
+
+
+def test_gradient_reaches_head_neck_and_backbone(repo_root):
+    model = _model(repo_root)
+    _assert_odam_grads_reach(
+        model, ('bbox_head.conv_cls.weight',
+                'bbox_head.cls_convs.0.conv.weight',
+                'neck.fpn_convs.0.conv.weight',
+                'backbone.stages.0.0.conv.weight'))
     # the head is left as it was: no hooks, no stashed features
     head = model.bbox_head
     assert '_odam_train_feats' not in head.__dict__
@@ -215,19 +223,11 @@ def _rcnn(repo_root, loss_odam='keep', seed=0):
 
 
 def test_rcnn_gradient_reaches_roi_head_and_backbone(repo_root):
-    model = _rcnn(repo_root)
-    inputs, samples = _batch(CROWD)
-    losses = model.loss(inputs, samples)
-    odam = losses['loss_odam_con'] + losses['loss_odam_sep']
-    assert odam.item() > 0
-    model.zero_grad()
-    odam.backward()
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    for name in ('roi_head.bbox_head.fc_cls.weight',
-                 'roi_head.bbox_head.shared_fcs.0.weight',
-                 'neck.fpn_convs.0.conv.weight',
-                 'backbone.stages.0.0.conv.weight'):
-        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+    _assert_odam_grads_reach(
+        _rcnn(repo_root), ('roi_head.bbox_head.fc_cls.weight',
+                           'roi_head.bbox_head.shared_fcs.0.weight',
+                           'neck.fpn_convs.0.conv.weight',
+                           'backbone.stages.0.0.conv.weight'))
 
 
 def test_rcnn_positives_are_the_sampler_positives(repo_root):

@@ -125,12 +125,12 @@ def test_tools_test_odam_nms_reports_crowd_metrics(crowd_set, odam_test_run):
         odam['crowd_recall/num_gt_sparse'] == n_valid
 
 
-def test_model_level_classic_invariant_and_maps(checkpoint, crowd_set):
+def _check_classic_invariant(model, head, min_kept=10):
+    """On a random 120x160 image: ``odam_nms`` with (0, 1) keeps exactly
+    what mmcv NMS keeps (boxes and scores); with (0.2, 0.8) the kept rows
+    carry finite maps whose short edge is 50. ``head``: the module whose
+    ``test_cfg.nms`` is switched. Returns the Odam-NMS predictions."""
     from mmdet.structures import DetDataSample
-    _, model, _ = checkpoint
-    model = copy.deepcopy(model).eval()
-    model.test_cfg.max_per_img = 1000
-    model.test_cfg.score_thr = 0.0
     torch.manual_seed(1)
     img = torch.rand(3, 120, 160) * 255
     meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
@@ -139,7 +139,7 @@ def test_model_level_classic_invariant_and_maps(checkpoint, crowd_set):
         dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
 
     def run(nms):
-        model.bbox_head.test_cfg.nms = nms
+        head.test_cfg.nms = nms
         with torch.no_grad():
             return model.predict(data['inputs'],
                                  copy.deepcopy(data['data_samples']))[0] \
@@ -148,15 +148,23 @@ def test_model_level_classic_invariant_and_maps(checkpoint, crowd_set):
     ref = run(dict(type='nms', iou_threshold=0.5))
     got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
                    corr_high=1.0))
-    assert len(ref) > 10
+    assert len(ref) > min_kept
     assert torch.equal(ref.bboxes, got.bboxes)
     assert torch.equal(ref.scores, got.scores)
     odam = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
                     corr_high=0.8))
-    # kept detections carry their maps (short edge 50)
     assert odam.odam_maps.shape[0] == len(odam)
     assert min(odam.odam_maps.shape[1:]) == 50
     assert torch.isfinite(odam.odam_maps).all()
+    return odam
+
+
+def test_model_level_classic_invariant_and_maps(checkpoint, crowd_set):
+    _, model, _ = checkpoint
+    model = copy.deepcopy(model).eval()
+    model.test_cfg.max_per_img = 1000
+    model.test_cfg.score_thr = 0.0
+    _check_classic_invariant(model, model.bbox_head)
 
 
 @pytest.mark.parametrize('config,head', [
@@ -239,7 +247,6 @@ def test_faster_rcnn_roi_head_classic_invariant(repo_root):
     import mmdet_odam  # noqa: F401
     from mmengine.config import Config
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(
@@ -250,28 +257,7 @@ def test_faster_rcnn_roi_head_classic_invariant(repo_root):
     model.init_weights()
     model.eval()
     model.test_cfg.rcnn.max_per_img = 1000
-    img = torch.rand(3, 120, 160) * 255
-    meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
-                scale_factor=(1., 1.))
-    data = model.data_preprocessor(
-        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
-
-    def run(nms):
-        model.roi_head.test_cfg.nms = nms
-        with torch.no_grad():
-            return model.predict(data['inputs'],
-                                 copy.deepcopy(data['data_samples']))[0] \
-                .pred_instances
-
-    ref = run(dict(type='nms', iou_threshold=0.5))
-    got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
-                   corr_high=1.0))
-    assert len(ref) > 10
-    assert torch.equal(ref.bboxes, got.bboxes)
-    assert torch.equal(ref.scores, got.scores)
-    odam = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.2,
-                    corr_high=0.8))
-    assert odam.odam_maps.shape[0] == len(odam)
+    _check_classic_invariant(model, model.roi_head)
 
 
 @pytest.mark.parametrize('head', ['OdamRetinaHead', 'OdamATSSHead'])
@@ -280,7 +266,6 @@ def test_other_dense_heads_classic_invariant(repo_root, head):
     import mmdet_odam  # noqa: F401
     from mmengine.config import Config
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
     register_all_modules()
     retina = head == 'OdamRetinaHead'
@@ -310,24 +295,4 @@ def test_other_dense_heads_classic_invariant(repo_root, head):
     cfg.model.test_cfg.max_per_img = 1000
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
-    img = torch.rand(3, 120, 160) * 255
-    meta = dict(img_shape=(120, 160), ori_shape=(120, 160),
-                scale_factor=(1., 1.))
-    data = model.data_preprocessor(
-        dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
-
-    def run(nms):
-        model.bbox_head.test_cfg.nms = nms
-        with torch.no_grad():
-            return model.predict(data['inputs'],
-                                 copy.deepcopy(data['data_samples']))[0] \
-                .pred_instances
-
-    ref = run(dict(type='nms', iou_threshold=0.5))
-    got = run(dict(type='odam_nms', iou_threshold=0.5, corr_low=0.0,
-                   corr_high=1.0))
-    assert len(ref) > 10
-    assert torch.equal(ref.bboxes, got.bboxes)
-    assert torch.equal(ref.scores, got.scores)
-    odam = run(ODAM)
-    assert odam.odam_maps.shape[0] == len(odam)
+    _check_classic_invariant(model, model.bbox_head)
