@@ -237,3 +237,42 @@ def test_default_checkpoint_loads_into_its_config():
         cfg.model.bbox_head.type = head
         model = MODELS.build(cfg.model)
         model.load_state_dict(sd, strict=True)
+
+
+SHIPPED = {  # checkpoint -> the config it was trained with
+    'fcos_mobilenetv2_crowd-person.pth':
+    'configs/pretrained/fcos_mobilenetv2_crowd-person.py',
+    'fcos_mobilenetv2_crowd-person_ft-odam-train.pth':
+    'configs/pretrained/fcos_mobilenetv2_crowd-person_ft-odam-train.py',
+    'fcos_mobilenetv2_crowd-person_cpu.pth':
+    'configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py',
+    'fcos_mobilenetv2_crowd-person_cpu_odam-train.pth':
+    'configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py',
+    'faster-rcnn_mobilenetv2_crowd-person.pth':
+    'configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py',
+}
+
+
+def test_every_shipped_checkpoint_is_listed():
+    assert sorted(p.name for p in (ROOT / 'checkpoints').glob('*.pth')) == \
+        sorted(SHIPPED)
+
+
+@pytest.mark.parametrize('name', sorted(SHIPPED))
+def test_shipped_checkpoint_loads_strictly(name):
+    """<= 25 MB, weights_only, every key of the model (float16 files are
+    cast back to float32 by load_checkpoint)."""
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    import mmdet_odam  # noqa: F401
+    register_all_modules()
+    ckpt = ROOT / 'checkpoints' / name
+    assert ckpt.stat().st_size <= 25 * 2**20
+    torch.load(ckpt, weights_only=True)
+    cfg = Config.fromfile(str(ROOT / SHIPPED[name]))
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, str(ckpt), map_location='cpu', strict=True)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
