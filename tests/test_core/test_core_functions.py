@@ -113,3 +113,58 @@ def test_render_local_equals_full_render_and_normalize():
     b = render_local(pieces, 4, (70, 130), (1.25, 0.9), normalize=True)
     assert torch.allclose(b, minmax_normalize(full), atol=1e-12)
     assert b[2].abs().max() == 0 and b[0].max() == 1
+
+
+def test_band_matrix_hand_computed():
+    from mmdet_odam.core.smoothing import band_matrices
+    k = torch.tensor([[0.25, 0.5, 0.25]])
+    # input of 2 samples zero-padded by 1 on each side -> 4 outputs
+    b = band_matrices(k, 4, 2, offset=1)[0]
+    expected = torch.tensor([[0.25, 0.00],
+                             [0.50, 0.25],
+                             [0.25, 0.50],
+                             [0.00, 0.25]])
+    torch.testing.assert_close(b, expected)
+
+
+def test_gaussian_smooth_pad_and_both_implementations_agree():
+    import torch.nn.functional as F
+    from mmdet_odam.core import gaussian_smooth
+    torch.manual_seed(0)
+    sig = torch.tensor([0.0, 0.7, 1.3, 2.0])
+    x = torch.randn(4, 3, 7, 9, dtype=torch.float64)
+    for pad in (0, 4):
+        a = gaussian_smooth(x, sig, pad=pad)  # matmul (small windows)
+        b = gaussian_smooth(F.pad(x, (pad, ) * 4), sig)
+        torch.testing.assert_close(a, b)
+    # large windows take the grouped-conv implementation: same values
+    big = torch.randn(4, 2, 70, 40, dtype=torch.float64)  # 70 > 64: conv
+    conv = gaussian_smooth(big, sig)
+    small = torch.cat([gaussian_smooth(big[:, :, i:i + 35], sig)  # matmul
+                       for i in (0, 35)], 2)
+    # rows away from the split see the same neighbourhood
+    torch.testing.assert_close(conv[:, :, :30], small[:, :, :30])
+    assert torch.equal(gaussian_smooth(x, torch.zeros(4)), x)
+
+
+def test_render_patches_equals_paste_then_sample():
+    from mmdet_odam.core import (paste_patches, render_patches,
+                                 sample_level_maps)
+    torch.manual_seed(0)
+    shapes, strides = [(12, 16), (6, 8)], [(8., 8.), (16., 16.)]
+    n, r = 7, 3
+    patches = torch.rand(n, 2 * r + 1, 2 * r + 1, dtype=torch.float64)
+    level_ids = torch.tensor([0, 0, 1, 1, 0, 1, 0])
+    centers = torch.tensor([[0, 0], [11, 15], [0, 7], [3, 4], [5, 9],
+                            [5, 0], [2, 14]])
+    out_size, scale = (24, 32), (4., 4.)
+    got = render_patches(patches, level_ids, centers, shapes, strides,
+                         out_size, scale)
+    for i in range(n):
+        lvl = int(level_ids[i])
+        pasted = paste_patches(patches[i:i + 1], centers[i:i + 1],
+                               shapes[lvl])
+        ref = sample_level_maps(pasted, strides[lvl], out_size, scale)
+        torch.testing.assert_close(got[i:i + 1], ref)
+    assert render_patches(patches[:0], level_ids[:0], centers[:0], shapes,
+                          strides, out_size, scale).shape == (0, 24, 32)
