@@ -125,8 +125,7 @@ def paste_patches(patches: Tensor, centers: Tensor,
 
 
 def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
-                   radius: int,
-                   channels_last: bool = False) -> Tuple[Tensor, Tensor]:
+                   radius: int) -> Tuple[Tensor, Tensor]:
     """Gather (2r+1)^2 windows of a zero-padded feature map.
 
     Args:
@@ -134,9 +133,6 @@ def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
         img_inds (Tensor): (N,) image of each window.
         centers (Tensor): (N, 2) long (y, x) centre cells.
         radius (int): r.
-        channels_last (bool): return (N, P, P, C) patches and an
-            (N, P, P, 1) mask, gathered from a channels-last copy (whole
-            C-vectors per cell: much faster for many windows).
 
     Returns:
         tuple: patches (N, C, P, P) (differentiable w.r.t. ``feat``) and the
@@ -148,16 +144,13 @@ def gather_patches(feat: Tensor, img_inds: Tensor, centers: Tensor,
     ar = torch.arange(2 * r + 1, device=feat.device)
     ys = centers[:, 0:1] + ar[None]
     xs = centers[:, 1:2] + ar[None]
-    vy = (ys - r >= 0) & (ys - r < h)
-    vx = (xs - r >= 0) & (xs - r < w)
-    mask = (vy[:, :, None] & vx[:, None, :]).to(feat.dtype)
-    if channels_last:
-        patches = padded.permute(0, 2, 3, 1).contiguous()[
-            img_inds[:, None, None], ys[:, :, None], xs[:, None, :]]
-        return patches, mask[..., None]
     patches = padded[img_inds[:, None, None], :, ys[:, :, None],
                      xs[:, None, :]]  # (N, P, P, C)
-    return patches.permute(0, 3, 1, 2), mask[:, None]
+    patches = patches.permute(0, 3, 1, 2)
+    vy = (ys - r >= 0) & (ys - r < h)
+    vx = (xs - r >= 0) & (xs - r < w)
+    mask = (vy[:, :, None] & vx[:, None, :])[:, None].to(feat.dtype)
+    return patches, mask
 
 
 def render_local(pieces, n: int, out_size: Sequence[int], pixel_scale,

@@ -113,12 +113,6 @@ def reversed_head_spec(head: nn.Module) -> Optional[List[Tower]]:
     return towers
 
 
-def tower_radius(tower: Tower) -> int:
-    """Receptive radius (cells) of a tower's score w.r.t. the head input."""
-    return (sum(_same_conv_radius(m.conv) for m in tower.layers) +
-            max(_same_conv_radius(c) for _, c in tower.preds))
-
-
 @dataclass
 class TowerRecord:
     """What the backward of every tower layer needs, per level.
@@ -296,15 +290,13 @@ def _tower_grad(tower: Tower, coefs, rec: TowerRecord, img_inds, level_ids,
                 centers, shapes) -> Tuple[Tensor, int]:
     """Gradient of the candidates' scores w.r.t. the tower input, on each
     candidate's window: (N, C, P, P) and its radius."""
-    g, r = None, 0
     preds = [(k, c, _same_conv_radius(c)) for k, c in tower.preds]
-    r = max(pr for *_, pr in preds)
-    for k, conv, pr in preds:
-        x = F.conv_transpose2d(coefs[k][:, :, None, None], conv.weight,
-                               dilation=conv.dilation)
-        if pr < r:
-            x = F.pad(x, (r - pr, ) * 4)
-        g = x if g is None else g + x
+    r = max(pr for *_, pr in preds)  # common window of the prediction convs
+    g = sum(
+        F.pad(
+            F.conv_transpose2d(coefs[k][:, :, None, None], conv.weight,
+                               dilation=conv.dilation), (r - pr, ) * 4)
+        for k, conv, pr in preds)
     for layer in reversed(tower.layers):
         if layer.with_activation:
             idx = window_index(shapes, level_ids, centers, r)
@@ -378,16 +370,12 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     coefs, dec = _score_coefficients(head, rec.outs, towers, img_inds,
                                      level_ids, cells, anchors, labels,
                                      priors, st, create_graph)
-    g, r = None, 0
-    for t in towers:
-        gt, rt = _tower_grad(t, coefs, rec, img_inds, level_ids, centers,
-                             shapes)
-        if g is not None and rt != r:  # common window
-            big = max(r, rt)
-            g = F.pad(g, (big - r, ) * 4)
-            gt = F.pad(gt, (big - rt, ) * 4)
-            r = big
-        g, r = (gt, rt) if g is None else (g + gt, r)
+    grads = [
+        _tower_grad(t, coefs, rec, img_inds, level_ids, centers, shapes)
+        for t in towers
+    ]
+    r = max(rt for _, rt in grads)  # common window of the towers
+    g = sum(F.pad(gt, (r - rt, ) * 4) for gt, rt in grads)
     rs = max_kernel_radius([MAX_SIGMA]) if smoothing == 'gaussian' else 0
     idx = window_index(shapes, level_ids, centers, r + rs)
     fwin = flat_table(feats)[img_inds[:, None, None], idx]  # (N, P, P, C)

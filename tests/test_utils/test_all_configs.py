@@ -28,7 +28,9 @@ TWINS = [  # (baseline, Odam-Train twin, head holding loss_odam)
 ]
 
 
-def _strip_odam(cfg: Config, head: str) -> dict:
+def _strip_odam(cfg: Config, head: str):
+    """(config dict without the head's ``loss_odam`` and ``Odam`` type
+    prefix, the removed ``loss_odam``)."""
     d = copy.deepcopy(cfg._cfg_dict.to_dict())
     h = d['model'][head]
     loss = h.pop('loss_odam', None)
