@@ -5,9 +5,12 @@ Times, per image, on the same FCOS model and input:
 - ``pipeline_nms``: detector forward + post-processing with mmcv NMS;
 - ``pipeline_odam``: detector forward + ODAM ``cls`` maps of all candidates
   (one batched pass, short edge 50) + Odam-NMS; the head's own
-  ``test_cfg.nms.type='odam_nms'`` path (``OdamFCOSHead``);
+  ``test_cfg.nms.type='odam_nms'`` path (``OdamFCOSHead``); on a GPU also
+  without CUDA graphs (``cuda_graph=False``), with a check that both give
+  the same detections and maps;
 - the steps alone on the same candidates: ``maps`` (batched candidate maps
-  from the recorded forward: the reversed head),
+  from the recorded forward: the reversed head; eager, and on a GPU also
+  ``maps_graph`` as predict runs it, a replayed CUDA graph),
   ``nms_step`` (mmcv ``batched_nms``) and ``odam_nms_step``
   (``batched_odam_nms``).
 
@@ -85,6 +88,23 @@ def _time(fn, repeats, warmup, sync):
     return statistics.median(out)
 
 
+def _time_pair(fa, fb, repeats, warmup, sync):
+    """Medians of two functions timed alternately (a drifting machine
+    slows both alike)."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((fa, ta), (fb, tb)):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def build(args):
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
@@ -152,8 +172,9 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
         map_size=list(size), kept_nms=len(predict(plain_cfg)),
         kept_odam=len(predict(odam_cfg)), nms_cfg=dict(odam_cfg))
     t = lambda fn: _time(fn, args.repeats, args.warmup, sync)  # noqa: E731
-    res['pipeline_nms_s'] = t(lambda: predict(plain_cfg))
-    res['pipeline_odam_s'] = t(lambda: predict(odam_cfg))
+    res['pipeline_nms_s'], res['pipeline_odam_s'] = _time_pair(
+        lambda: predict(plain_cfg), lambda: predict(odam_cfg), args.repeats,
+        args.warmup, sync)
     res['forward_s'] = t(lambda: head(model.extract_feat(inputs)))
     res['maps_s'] = t(maps_fn)
     res['nms_step_s'] = t(lambda: batched_nms(
@@ -161,6 +182,33 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
     res['odam_nms_step_s'] = t(lambda: batched_odam_nms(
         cands.bboxes, cands.scores, cands.labels, maps, odam_cfg))
     res['ratio_pipeline'] = res['pipeline_odam_s'] / res['pipeline_nms_s']
+    if args.device.startswith('cuda'):
+        # the same pipeline without CUDA graphs, and the graphs' maps
+        eager_cfg = dict(odam_cfg, cuda_graph=False)
+        res['pipeline_odam_eager_s'] = t(lambda: predict(eager_cfg))
+        res['ratio_pipeline_eager'] = \
+            res['pipeline_odam_eager_s'] / res['pipeline_nms_s']
+        from mmdet_odam.explainers.reversed_head import reversed_head_maps
+        if record is not None:  # the maps step as predict runs it: graphs
+            priors = torch.cat(head.prior_generator.grid_priors(
+                [f.shape[-2:] for f in feats], device=feats[0].device))
+            offs = torch.as_tensor([0] + sizes[:-1],
+                                   device=feats[0].device).cumsum(0)
+            pri = priors[offs[cands.level_ids] + cands.loc_inds]
+
+            def maps_graph():
+                with torch.no_grad():
+                    return reversed_head_maps(
+                        head, feats, record, torch.zeros_like(cands.labels),
+                        cands.level_ids, cands.loc_inds, cands.labels, pri,
+                        size, meta['batch_input_shape'], boxes=cands.bboxes,
+                        cuda_graph=True)
+            res['maps_graph_s'] = t(maps_graph)
+        a, b = predict(odam_cfg), predict(eager_cfg)
+        res['graph_same_kept'] = bool(torch.equal(a.cand_inds, b.cand_inds))
+        res['graph_maps_max_rel_diff'] = float(
+            (a.odam_maps - b.odam_maps).abs().max() /
+            b.odam_maps.abs().max().clamp(min=1e-30))
     return res
 
 
@@ -197,6 +245,15 @@ def main(argv=None):
               f" {r['odam_nms_step_s'] * 1e3:8.1f}")
     print('ratio = pipeline Odam-NMS / pipeline NMS (target <= 1.3x; '
           'paper 1.56x on an RTX 3090)')
+    for r in results:
+        if 'pipeline_odam_eager_s' in r:
+            print(f"{r['candidates']:6d} cand.: maps step with CUDA graphs "
+                  f"{r.get('maps_graph_s', float('nan')) * 1e3:.1f} ms; "
+                  "pipeline without CUDA graphs "
+                  f"{r['pipeline_odam_eager_s'] * 1e3:.1f} ms "
+                  f"({r['ratio_pipeline_eager']:.2f}x); graph maps == eager "
+                  f"maps: same kept {r['graph_same_kept']}, max rel. diff "
+                  f"{r['graph_maps_max_rel_diff']:.1e}")
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(args.out)))

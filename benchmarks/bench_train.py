@@ -159,7 +159,7 @@ def discrimination(config, checkpoint, device='cpu', score_thr=0.1,
     import numpy as np
     from mmdet.apis import init_detector
     from mmdet.structures.bbox import bbox_overlaps
-    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
 
     from mmdet_odam.evaluation.functional.odi import odi_box

@@ -7,8 +7,9 @@ Rule (the paper leaves it open): for a detection whose box measures
 (truncated at 2 sigma, renormalised to sum 1) and the smoothing is the
 identity when ``sigma < 0.5``. The map is zero-padded at its border.
 """
+import functools
 import math
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ def box_sigmas(box_wh: Tensor, factor: float = SIGMA_FACTOR,
     """
     wh = box_wh.detach().float().clamp(min=0)
     sigma = (factor * (wh[:, 0] * wh[:, 1]).sqrt()).clamp(0, max_sigma)
-    return torch.where(sigma < MIN_SIGMA, torch.zeros_like(sigma), sigma)
+    return torch.where(sigma < MIN_SIGMA, 0.0, sigma)
 
 
 def kernel_radius(sigma: float) -> int:
@@ -40,21 +41,33 @@ def kernel_radius(sigma: float) -> int:
     return 0 if sigma < MIN_SIGMA else int(math.ceil(2 * sigma))
 
 
-def gaussian_kernels1d(sigmas: Tensor) -> Tensor:
-    """(N, 2r+1) normalised 1-D kernels, zero-padded to the widest radius r.
+def gaussian_kernels1d(sigmas: Tensor, radius: Optional[int] = None
+                       ) -> Tensor:
+    """(N, 2r+1) normalised 1-D kernels, zero-padded to radius r.
 
-    A sigma below 0.5 gives the identity kernel (a single 1 at the centre).
+    r is the widest kernel's radius, or ``radius`` when given (no host
+    sync; must be at least the widest, e.g. ``max_kernel_radius`` of the
+    largest sigma). A sigma below 0.5 gives the identity kernel (a single 1
+    at the centre).
     """
     sig = sigmas.detach().float().reshape(-1)
-    radii = torch.where(sig < MIN_SIGMA, torch.zeros_like(sig),
-                        torch.ceil(2 * sig))
-    r = int(radii.max()) if len(sig) else 0
-    x = torch.arange(-r, r + 1, dtype=torch.float32, device=sig.device)
-    k = torch.exp(-0.5 * (x[None] / sig.clamp(min=MIN_SIGMA)[:, None])**2)
-    k = torch.where(x.abs()[None] > radii[:, None], torch.zeros_like(k), k)
-    k = k / k.sum(1, keepdim=True)
-    ident = (x == 0).to(k)[None].expand_as(k)
-    return torch.where((radii == 0)[:, None], ident, k)
+    radii = torch.where(sig < MIN_SIGMA, 0.0, torch.ceil(2 * sig))
+    if radius is not None:
+        r = int(radius)
+    else:
+        r = int(radii.max()) if len(sig) else 0
+    x2, xa = _taps(r, sig.device)
+    k = torch.exp(x2 * sig.clamp(min=MIN_SIGMA).pow(-2).mul(-0.5)[:, None])
+    # outside the radius and, for sigma < 0.5, everywhere but the centre
+    k = k * (xa <= radii[:, None])
+    return k / k.sum(1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _taps(r: int, device) -> Tuple[Tensor, Tensor]:
+    """(1, 2r+1) squared and absolute tap offsets -r..r (cached)."""
+    x = torch.arange(-r, r + 1, dtype=torch.float32, device=device)[None]
+    return x * x, x.abs()
 
 
 def band_matrices(kernels: Tensor, n_out: int, n_in: int,
@@ -66,13 +79,20 @@ def band_matrices(kernels: Tensor, n_out: int, n_in: int,
     ``B @ x`` smooths ``x`` (n_in long) onto ``n_out`` positions.
     """
     n, kk = kernels.shape
+    idx = _band_index(kk, int(n_out), int(n_in), int(offset), kernels.device)
+    # column kk of the padded kernels is the zero outside the band
+    return F.pad(kernels, (0, 1))[:, idx]
+
+
+@functools.lru_cache(maxsize=32)
+def _band_index(kk: int, n_out: int, n_in: int, offset: int,
+                device) -> Tensor:
+    """(n_out, n_in) kernel tap of each band-matrix entry, ``kk`` outside
+    the band (cached: the same window sizes recur)."""
     r = (kk - 1) // 2
-    d = (torch.arange(n_in, device=kernels.device)[None] + offset -
-         torch.arange(n_out, device=kernels.device)[:, None]) + r
-    inside = (d >= 0) & (d < kk)
-    idx = d.clamp(0, kk - 1).reshape(-1)
-    out = kernels[:, idx].reshape(n, n_out, n_in)
-    return out * inside.to(out)
+    d = (torch.arange(n_in, device=device)[None] + offset -
+         torch.arange(n_out, device=device)[:, None]) + r
+    return torch.where((d >= 0) & (d < kk), d, kk)
 
 
 def gaussian_smooth(x: Tensor, sigmas: Tensor, pad: int = 0) -> Tensor:

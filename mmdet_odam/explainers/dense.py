@@ -212,7 +212,8 @@ def candidate_scalars(head, cls_vec: Tensor, box_vec: Tensor,
 
     Args:
         cls_vec (Tensor): (N, A * cls_out_channels) class logits.
-        box_vec (Tensor): (N, A * encode_size) box regression.
+        box_vec (Tensor, optional): (N, A * encode_size) box regression
+            (None: the ``cls`` score only).
         ctr_vec (Tensor, optional): (N, A) score-factor logits
             (FCOS / ATSS centerness).
         anchor_ids (Tensor): (N,) prior index within the cell.
@@ -234,11 +235,19 @@ def candidate_scalars(head, cls_vec: Tensor, box_vec: Tensor,
         score = logits.softmax(-1)[ar, labels]
     if ctr_vec is not None:
         score = score * ctr_vec.reshape(n, a)[ar, anchor_ids].sigmoid()
+    if box_vec is None:
+        return {Target.CLS: score}
     enc = box_vec.shape[1] // a
     deltas = box_vec.reshape(n, a, enc)[ar, anchor_ids]
     boxes = _decode_boxes(head, priors, deltas, strides)
     out = {t: box_target(boxes, t) for t in BOX_TARGETS}
     return {Target.CLS: score, **out, 'boxes': boxes}
+
+
+def _default_pad_shape(head, feats) -> Tuple[int, int]:
+    """Padded input size implied by the first level: (h_0 s_y, w_0 s_x)."""
+    s = _level_strides(head)[0]
+    return (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
 
 
 def _mlvl_priors(head, feats) -> List[Tensor]:
@@ -451,8 +460,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
                          'combine normalised maps for "combined"')
     n = labels.shape[0]
     if pad_shape is None:
-        s = _level_strides(head)[0]
-        pad_shape = (feats[0].shape[-2] * s[0], feats[0].shape[-1] * s[1])
+        pad_shape = _default_pad_shape(head, feats)
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
     towers = None
@@ -701,6 +709,8 @@ def tracked_predict_single(head, cls_score_list, bbox_pred_list,
     res.cand_inds = torch.arange(len(res.scores), device=res.scores.device)
     if with_factors:
         res.score_factors = torch.cat(facs_l)
+    if record is not None:  # the reversed head's maps decode nothing again
+        res.priors = priors
     return tracked_post_process(head, res, cfg, rescale, with_nms, img_meta,
                                 feats, img_id, record)
 
@@ -724,6 +734,7 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
         valid = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
         if not valid.all():
             results = results[valid]
+    priors = results.pop('priors', None)
     if with_nms and results.bboxes.numel() > 0:
         bboxes = get_box_tensor(results.bboxes)
         nms_cfg = cfg.nms
@@ -734,12 +745,24 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
             if feats is None:
                 raise ValueError('odam_nms needs the FPN features')
             n = len(results)
-            maps = dense_candidate_maps(
-                head, feats, torch.full_like(results.labels, img_id),
-                results.level_ids, results.loc_inds, results.labels, 'cls',
-                out_size=nms_map_size(img_meta['img_shape']),
-                boxes=results.input_bboxes,
-                pad_shape=img_meta.get('batch_input_shape'), record=record)
+            cand = (torch.full_like(results.labels, img_id),
+                    results.level_ids, results.loc_inds, results.labels)
+            size = nms_map_size(img_meta['img_shape'])
+            pad_shape = img_meta.get('batch_input_shape')
+            if record is not None and priors is not None:
+                # the forward's record and the candidates' own priors
+                if pad_shape is None:
+                    pad_shape = _default_pad_shape(head, feats)
+                maps = reversed_head_maps(
+                    head, feats, record, *cand, priors, size, pad_shape,
+                    boxes=results.input_bboxes,
+                    towers=getattr(record, 'towers', None),
+                    cuda_graph=nms_cfg.get('cuda_graph', True))
+            else:
+                maps = dense_candidate_maps(
+                    head, feats, *cand, 'cls', out_size=size,
+                    boxes=results.input_bboxes, pad_shape=pad_shape,
+                    record=record)
             assert maps.shape[0] == n
             det, keep = batched_odam_nms(bboxes, results.scores,
                                          results.labels, maps.detach(),

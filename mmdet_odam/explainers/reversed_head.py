@@ -31,6 +31,8 @@ subclasses that keep their ``forward_single``) whose tower layers are
 act=ReLU | none)``; :func:`reversed_head_spec` returns None otherwise and
 callers fall back to the patch path.
 """
+import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,7 +42,7 @@ from torch import Tensor, nn
 
 from ..core import (apply_grad_mode, box_sigmas,
                     gaussian_kernels1d, max_kernel_radius, render_patches)
-from ..core.smoothing import MAX_SIGMA, MIN_SIGMA, band_matrices
+from ..core.smoothing import MAX_SIGMA, band_matrices
 from .base import HookList
 from .targets import Target
 
@@ -115,61 +117,180 @@ def reversed_head_spec(head: nn.Module) -> Optional[List[Tower]]:
 
 @dataclass
 class TowerRecord:
-    """What the backward of every tower layer needs, per level.
+    """What the backward of every tower layer needs, kept by the forward.
+
+    The hooks only keep references (no extra op in the forward): masks,
+    norm scales and the gather table are derived when the maps need them.
 
     Attributes:
-        masks (dict): ``(id(layer), level) -> (B, C, h, w)`` activation
-            derivative (ReLU mask, float; absent without activation).
-        scales (dict): ``(id(layer), level) -> (B, C)`` norm derivative
-            ``gamma / sigma`` (absent without norm); differentiable w.r.t.
-            gamma, statistics detached.
+        outputs (dict): ``id(layer) -> [(B, C, h_l, w_l)]`` each tower
+            layer's norm (or conv) output per level; the in-place ReLU
+            makes it the layer's output, either way ``> 0`` is the ReLU
+            mask.
+        norm_inputs (dict): ``id(layer) -> [(B, C, h_l, w_l)]`` GroupNorm
+            inputs per level (their statistics are computed on demand).
+        rstds (dict): ``id(layer) -> [(B, G)]`` GroupNorm ``1 / sigma`` per
+            level (detached), filled by :meth:`group_rstds`.
         outs (tuple): the head's outputs, as ``head(feats)`` returns them.
+        towers (list[Tower]): the towers recorded.
     """
-    masks: Dict = field(default_factory=dict)
-    scales: Dict = field(default_factory=dict)
+    outputs: Dict = field(default_factory=dict)
+    norm_inputs: Dict = field(default_factory=dict)
+    rstds: Dict = field(default_factory=dict)
     outs: tuple = ()
+    towers: Optional[List[Tower]] = None
     _tables: Dict = field(default_factory=dict, repr=False)
 
-    def mask_table(self, layer: nn.Module, num_levels: int) -> Tensor:
-        """:func:`flat_table` of a layer's masks over the levels (cached)."""
-        key = id(layer)
+    def table(self, feats: Sequence[Tensor], towers: List[Tower],
+              score_outs: Sequence[int] = ()):
+        """(B, S + 1, C_in + sum C_l [+ score outputs]) channels-last
+        :func:`flat_table` of the head input, every activated tower layer's
+        output and the head outputs ``score_outs`` (indices into
+        :attr:`outs`), cached; and ``key -> first channel`` of each block
+        in it (key: ``id(layer)`` or ``('out', index)``)."""
+        key = (id(feats[0]), tuple(score_outs))
         if key not in self._tables:
-            self._tables[key] = flat_table(
-                [self.masks[(key, lvl)] for lvl in range(num_levels)])
+            layers = [m for t in towers for m in t.layers
+                      if m.with_activation]
+            blocks = [(id(m), self.outputs[id(m)]) for m in layers] + [
+                (('out', k), self.outs[k]) for k in score_outs]
+            cols, c = {}, feats[0].shape[1]
+            for k, maps in blocks:
+                cols[k] = c
+                c += maps[0].shape[1]
+            per_level = [
+                torch.cat([f] + [_detached(maps[lvl]) for _, maps in blocks],
+                          1) if blocks else f
+                for lvl, f in enumerate(feats)
+            ]
+            self._tables[key] = (flat_table(per_level), cols)
         return self._tables[key]
 
-    def scale_table(self, layer: nn.Module, num_levels: int) -> Tensor:
-        """(L, B, C) norm derivatives of a layer over the levels."""
-        return torch.stack(
-            [self.scales[(id(layer), lvl)] for lvl in range(num_levels)])
+    def rstd_stack(self, layers: Sequence[nn.Module]) -> Optional[Tensor]:
+        """(n * L * B, G) GroupNorm ``1 / sigma`` of the GroupNorm
+        ``layers`` (layer-major, then level, then image), or None."""
+        gn = [m for m in layers
+              if m.with_norm and isinstance(m.norm, nn.GroupNorm)]
+        if not gn:
+            return None
+        self.group_rstds(gn)
+        st = torch.stack([r for m in gn for r in self.rstds[id(m)]])
+        return st.view(-1, st.shape[-1])
+
+    def group_rstds(self, layers: Sequence[nn.Module]) -> None:
+        """Fill :attr:`rstds` of the GroupNorm ``layers`` from their
+        recorded inputs: one batched computation per (groups, eps)."""
+        todo = {}
+        for m in layers:
+            if id(m) in self.norm_inputs and id(m) not in self.rstds:
+                todo.setdefault((m.norm.num_groups, m.norm.eps), []).append(m)
+        for (groups, eps), ms in todo.items():
+            xs = [x for m in ms for x in self.norm_inputs[id(m)]]
+            rstd = group_rstd_batched(xs, groups, eps)  # (n, B, G)
+            per = len(xs) // len(ms)
+            for i, m in enumerate(ms):
+                self.rstds[id(m)] = list(rstd[i * per:(i + 1) * per])
 
 
-def _norm_scale(norm: nn.Module, x: Tensor) -> Tensor:
-    """(B, C) d norm(x) / dx with the statistics of ``x`` frozen."""
-    b, c = x.shape[:2]
-    if isinstance(norm, nn.GroupNorm):
-        xr = x.detach().reshape(b, norm.num_groups, -1)
-        var = xr.var(-1, unbiased=False)
-        inv = torch.rsqrt(var + norm.eps).repeat_interleave(
-            c // norm.num_groups, dim=1)
-    else:  # eval BatchNorm
-        inv = torch.rsqrt(norm.running_var + norm.eps)[None].expand(b, c)
-    if norm.affine:
-        inv = inv * norm.weight[None]
-    return inv
+def norm_scales(layers: Sequence[nn.Module], rstd: Optional[Tensor],
+                level_ids: Tensor, img_inds: Tensor,
+                batch_size: int) -> Dict[int, tuple]:
+    """``id(layer) -> (rows, channel)`` factors of the norm derivative
+    ``gamma / sigma`` of every normalised layer: ``rows`` (N, G) GroupNorm
+    ``1 / sigma`` of each candidate's level and image (from
+    :meth:`TowerRecord.rstd_stack`, all layers in one gather) or None,
+    ``channel`` (C,) the per-channel factor (gamma; eval BatchNorm: gamma /
+    sigma) or None. See :func:`_norm_backward`; differentiable w.r.t.
+    gamma."""
+    norms = [m for m in layers if m.with_norm]
+    gn = [id(m) for m in norms if isinstance(m.norm, nn.GroupNorm)]
+    rows = {}
+    if gn:
+        per_layer = rstd.shape[0] // len(gn)
+        pick = level_ids * batch_size + img_inds
+        rows = dict(zip(gn, rstd.view(len(gn), per_layer, -1).index_select(
+            1, pick).unbind(0)))  # (N, G) each
+    out = {}
+    for m in norms:
+        ch = m.norm.weight if m.norm.affine else None
+        if id(m) not in rows:  # eval BatchNorm
+            inv = torch.rsqrt(m.norm.running_var + m.norm.eps)
+            ch = inv if ch is None else inv * ch
+        out[id(m)] = (rows.get(id(m)), ch)
+    return out
 
 
-def _frozen_group_norm(mod, inp, out):
-    """GroupNorm output with detached statistics (same value)."""
-    x = inp[0]
+def _norm_backward(g: Tensor, rows: Optional[Tensor],
+                   channel: Optional[Tensor]) -> Tensor:
+    """``g`` (N, C, p, p) times the norm derivative factors of
+    :func:`norm_scales` (no (N, C) expansion)."""
+    if rows is not None:
+        n, groups = rows.shape
+        g = (g.view(n, groups, -1, *g.shape[2:]) *
+             rows[:, :, None, None, None]).view(g.shape)
+    return g if channel is None else g * channel[:, None, None]
+
+
+def _detached(x: Tensor) -> Tensor:
+    """``x.detach()`` only where it has a graph (no op otherwise)."""
+    return x.detach() if x.requires_grad else x
+
+
+@functools.lru_cache(maxsize=16)
+def _segments(sizes: Tuple[int, ...], device, dtype):
+    """(T, n) averaging matrix of n consecutive segments of ``sizes`` and
+    the (T,) segment id of every position (cached per input size)."""
+    ids = torch.repeat_interleave(
+        torch.arange(len(sizes), device=device),
+        torch.as_tensor(sizes, device=device))
+    inv = 1.0 / torch.as_tensor(sizes, dtype=torch.float64, device=device)
+    avg = F.one_hot(ids, len(sizes)).to(torch.float64) * inv
+    return avg.to(dtype), ids
+
+
+def group_rstd_batched(xs: Sequence[Tensor], num_groups: int, eps: float,
+                       fused: Optional[bool] = None) -> Tensor:
+    """GroupNorm ``1 / sigma`` of several inputs at once (detached).
+
+    Args:
+        xs (list[Tensor]): n tensors (B, C, ...) of any spatial sizes.
+        fused (bool, optional): all inputs in a few large ops (default on
+            GPUs) or one reduction per input.
+
+    Returns:
+        Tensor: (n, B, G), ``rsqrt(x.reshape(B, G, -1).var(-1,
+        unbiased=False) + eps)`` of each; on a GPU as a few launches for
+        all (two-pass: mean, then the mean square of the deviations, as
+        segment-averaging matmuls).
+    """
+    b = xs[0].shape[0]
+    if not (fused if fused is not None else xs[0].is_cuda):
+        # one reduction per input: cheaper where launches cost nothing
+        return torch.stack([
+            torch.rsqrt(_detached(x).reshape(b, num_groups, -1).var(
+                -1, unbiased=False) + eps) for x in xs
+        ])
+    flat = torch.cat([_detached(x).reshape(b, num_groups, -1) for x in xs],
+                     2)  # (B, G, T)
+    avg, ids = _segments(tuple(x[0].numel() // num_groups for x in xs),
+                         flat.device, flat.dtype)
+    dev = flat - (flat @ avg).index_select(2, ids)
+    var = (dev * dev) @ avg  # (B, G, n)
+    return torch.rsqrt(var + eps).permute(2, 0, 1)
+
+
+def _frozen_group_norm(mod, x):
+    """GroupNorm of ``x`` with detached statistics (same value) and its
+    (B, G) ``1 / sigma``."""
     xr = x.reshape(x.shape[0], mod.num_groups, -1)
     m = xr.mean(-1, keepdim=True).detach()
-    v = xr.var(-1, unbiased=False, keepdim=True).detach()
-    y = ((xr - m) * torch.rsqrt(v + mod.eps)).reshape(x.shape)
+    rstd = torch.rsqrt(xr.var(-1, unbiased=False, keepdim=True).detach() +
+                       mod.eps)
+    y = ((xr - m) * rstd).reshape(x.shape)
     if mod.affine:
         y = y * mod.weight[None, :, None, None] + \
             mod.bias[None, :, None, None]
-    return y
+    return y, rstd[..., 0]
 
 
 def forward_recording(head: nn.Module, feats: Sequence[Tensor],
@@ -177,42 +298,47 @@ def forward_recording(head: nn.Module, feats: Sequence[Tensor],
                       freeze_norm: bool = False):
     """``head(feats)`` that also returns a :class:`TowerRecord`.
 
-    Hooks live for this call only. Gradients flow as in ``head(feats)``;
-    with ``freeze_norm`` the towers' GroupNorm statistics are detached (same
-    values), so maps differentiated with ``create_graph`` get the patch
-    path's derivative (frozen statistics throughout; Odam-Train uses it).
+    One hook per tower layer (on its GroupNorm, else on the layer), alive
+    for this call only, that keeps references: no tensor op is added to the
+    forward. Gradients flow as in ``head(feats)``; with ``freeze_norm`` the
+    towers' GroupNorm statistics are detached (same values), so maps
+    differentiated with ``create_graph`` get the patch path's derivative
+    (frozen statistics throughout; Odam-Train uses it).
     """
     towers = towers if towers is not None else reversed_head_spec(head)
     if towers is None:
         raise NotImplementedError(
             f'the reversed head does not support {type(head).__name__}')
-    rec = TowerRecord()
-    calls: Dict[int, int] = {}
+    rec = TowerRecord(towers=towers)
     hooks = HookList()
+
+    def layer_hook(layer):
+        def hook(mod, inp, out):
+            rec.outputs.setdefault(id(layer), []).append(out)
+        return hook
 
     def norm_hook(layer):
         def hook(mod, inp, out):
-            lvl = calls.get(id(layer), 0)
-            rec.scales[(id(layer), lvl)] = _norm_scale(mod, inp[0])
+            rec.norm_inputs.setdefault(id(layer), []).append(inp[0])
+            rec.outputs.setdefault(id(layer), []).append(out)
         return hook
 
-    def layer_hook(mod, inp, out):
-        lvl = calls.get(id(mod), 0)
-        calls[id(mod)] = lvl + 1
-        if mod.with_activation:
-            rec.masks[(id(mod), lvl)] = (out.detach() > 0).to(out.dtype)
-        if mod.with_norm and isinstance(mod.norm,
-                                        nn.modules.batchnorm._BatchNorm):
-            rec.scales[(id(mod), lvl)] = _norm_scale(mod.norm, out)
+    def frozen_hook(layer):
+        def hook(mod, inp, out):
+            y, rstd = _frozen_group_norm(mod, inp[0])
+            rec.rstds.setdefault(id(layer), []).append(rstd)
+            rec.outputs.setdefault(id(layer), []).append(y)
+            return y
+        return hook
 
     try:
         for t in towers:
             for layer in t.layers:
-                hooks.forward(layer, layer_hook)
                 if layer.with_norm and isinstance(layer.norm, nn.GroupNorm):
-                    if freeze_norm:
-                        hooks.forward(layer.norm, _frozen_group_norm)
-                    hooks.forward(layer.norm, norm_hook(layer))
+                    hook = frozen_hook if freeze_norm else norm_hook
+                    hooks.forward(layer.norm, hook(layer))
+                else:
+                    hooks.forward(layer, layer_hook(layer))
         rec.outs = head(list(feats))
     finally:
         hooks.remove()
@@ -232,50 +358,153 @@ def flat_table_rows(level_shapes) -> int:
     return sum(int(h) * int(w) for h, w in level_shapes)
 
 
+def _level_offsets(level_shapes) -> List[int]:
+    """First row of each level in :func:`flat_table`, and S last."""
+    offs = [0]
+    for h, w in level_shapes:
+        offs.append(offs[-1] + int(h) * int(w))
+    return offs
+
+
+@functools.lru_cache(maxsize=16)
+def _level_rows(level_shapes: Tuple[Tuple[int, int], ...],
+                device) -> Tensor:
+    """(L, 3) long ``(h, w, first row in flat_table)`` per level (cached:
+    no host-to-device copy per call)."""
+    return torch.as_tensor([[h, w, o] for (h, w), o in zip(
+        level_shapes, _level_offsets(level_shapes))], device=device)
+
+
+def _shape_key(level_shapes) -> Tuple[Tuple[int, int], ...]:
+    return tuple((int(h), int(w)) for h, w in level_shapes)
+
+
+@functools.lru_cache(maxsize=16)
+def _padded_rows(level_shapes: Tuple[Tuple[int, int], ...], radius: int,
+                 device) -> Tuple[Tensor, Tensor, Tensor]:
+    """Every level's :func:`flat_table` rows in a map padded by ``radius``
+    zero-row cells on each side, all levels in one flat buffer; per level
+    (first element, padded width); ``arange(2 radius + 1)`` (cached)."""
+    zero_row = flat_table_rows(level_shapes)
+    pieces, meta, start = [], [], 0
+    for (h, w), o in zip(level_shapes, _level_offsets(level_shapes)):
+        m = torch.full((h + 2 * radius, w + 2 * radius), zero_row,
+                       dtype=torch.long)
+        m[radius:radius + h, radius:radius + w] = torch.arange(
+            o, o + h * w).view(h, w)
+        pieces.append(m.view(-1))
+        meta.append([start, w + 2 * radius])
+        start += m.numel()
+    return (torch.cat(pieces).to(device), torch.tensor(meta, device=device),
+            torch.arange(2 * radius + 1, device=device))
+
+
 def window_index(level_shapes, level_ids: Tensor, centers: Tensor,
                  radius: int) -> Tensor:
     """(N, P, P) rows of :func:`flat_table` for each candidate's window of
     radius ``radius`` on its level; cells outside the level map point to
-    the zero row."""
-    dev = centers.device
-    hw = torch.as_tensor([[int(h), int(w)] for h, w in level_shapes],
-                         device=dev)
-    offs = torch.cat([hw.new_zeros(1), (hw[:, 0] * hw[:, 1]).cumsum(0)])
-    h, w = hw[level_ids, 0:1], hw[level_ids, 1:2]
-    ar = torch.arange(-radius, radius + 1, device=dev)
-    ys, xs = centers[:, :1] + ar, centers[:, 1:] + ar  # (N, P)
-    inside = ((ys >= 0) & (ys < h))[:, :, None] & \
-        ((xs >= 0) & (xs < w))[:, None, :]
-    idx = offs[level_ids][:, None, None] + ys[:, :, None] * w[:, :, None] \
-        + xs[:, None, :]
-    return torch.where(inside, idx, offs[-1])
+    the zero row (one gather from a cached padded map of rows)."""
+    buf, meta, ar = _padded_rows(_shape_key(level_shapes), int(radius),
+                                 centers.device)
+    lv = meta.index_select(0, level_ids)  # (first element, padded width)
+    # the window's top-left cell in padded coordinates is (cy, cx)
+    base = lv[:, 0] + centers[:, 0] * lv[:, 1] + centers[:, 1]
+    pos = (base[:, None] + ar * lv[:, 1:2])[:, :, None] + ar
+    return buf[pos]
 
 
-def _gather_cells(level_maps: Sequence[Tensor], img_inds: Tensor,
-                  level_ids: Tensor, cells: Tensor) -> Tensor:
-    """(N, C) values of each candidate's cell (flat index) on its level."""
-    flat = [m.flatten(2) for m in level_maps]
-    offs = torch.as_tensor([0] + [f.shape[-1] for f in flat[:-1]],
-                           device=cells.device).cumsum(0)
-    return torch.cat(flat, 2)[img_inds, :, offs[level_ids] + cells]
+def _gather_rows(table: Tensor, img_inds: Tensor, idx: Tensor,
+                 c0: int = 0, c1: Optional[int] = None) -> Tensor:
+    """``table[img_inds, idx, c0:c1]`` as one ``index_select``:
+    (N, *idx.shape[1:], c1 - c0) from a (B, R, C) table and (N, ...) rows."""
+    b, r, c = table.shape
+    flat = table.view(b * r, c)[:, c0:c1]
+    if b > 1:
+        idx = idx + (img_inds * r).view(-1, *([1] * (idx.dim() - 1)))
+    out = flat.index_select(0, idx.reshape(-1))
+    return out.view(*idx.shape, out.shape[-1])
 
 
-def _score_coefficients(head, outs, towers, img_inds, level_ids, cells,
-                        anchors, labels, priors, strides, create_graph):
+def _crop(x: Tensor, r: int, radius: int) -> Tensor:
+    """Centre (2r+1)^2 window of (N, P, P, ...) windows of ``radius``."""
+    s = radius - r
+    return x[:, s:s + 2 * r + 1, s:s + 2 * r + 1]
+
+
+@functools.lru_cache(maxsize=16)
+def _level_strides_xy(strides: Tuple[Tuple[float, float], ...],
+                      device) -> Tensor:
+    """(L, 2) float ``(stride x, stride y)`` per level (cached)."""
+    return torch.as_tensor([[sx, sy] for sy, sx in strides],
+                           dtype=torch.float32, device=device)
+
+
+def _flat_outputs(level_outs: Sequence[Tensor], img_inds: Tensor,
+                  rows: Tensor) -> Tensor:
+    """(N, K) values of (B, K, h_l, w_l) level outputs at the candidates'
+    :func:`flat_table` rows."""
+    flat = torch.cat([o.flatten(2) for o in level_outs], 2)  # (B, K, S)
+    if flat.shape[0] == 1:
+        return flat[0].index_select(1, rows).t()
+    return flat[img_inds, :, rows]
+
+
+def _sigmoid_scores(head) -> bool:
+    """True when the score is ``sigmoid(cls)`` (times ``sigmoid`` of the
+    score factor): :func:`_sigmoid_score_coefficients` applies."""
+    return bool(getattr(head, 'use_sigmoid_cls', False)) and not getattr(
+        getattr(head, 'loss_cls', None), 'custom_cls_channels', False)
+
+
+def _sigmoid_score_coefficients(head, towers, table: Tensor, cols: Dict,
+                                img_inds, rows, anchors,
+                                labels) -> Dict[int, Tensor]:
+    """:func:`_score_coefficients` in closed form for sigmoid heads
+    (``s = p q``, ``p = sigmoid(cls)``, ``q = sigmoid(factor)`` or 1):
+    ``ds/dcls = s (1 - p)``, ``ds/dfactor = s (1 - q)``; no autograd. The
+    logits are read from the ``('out', k)`` columns of ``table``."""
+    from .dense import _num_priors
+    needed = {k for t in towers for k, _ in t.preds}
+    a, c = _num_priors(head), head.cls_out_channels
+    n = labels.shape[0]
+    cls_ch = anchors * c + labels  # the candidate's logit channel
+    vals = _gather_rows(table, img_inds, rows, cols[('out', 0)])  # (N, ...)
+    p = vals.gather(1, cls_ch[:, None]).sigmoid()
+    q = None
+    if 2 in needed:
+        q = vals.gather(1, (anchors + cols[('out', 2)] -
+                            cols[('out', 0)])[:, None]).sigmoid()
+    s = p if q is None else p * q
+    coefs = {0: p.new_zeros(n, a * c).scatter_(1, cls_ch[:, None],
+                                               s * (1 - p))}
+    if q is not None:
+        coefs[2] = q.new_zeros(n, a).scatter_(1, anchors[:, None],
+                                              s * (1 - q))
+    return coefs
+
+
+def _score_coefficients(head, outs, towers, img_inds, rows, anchors,
+                        labels, priors, strides, create_graph, with_boxes):
     """d score / d prediction-conv outputs of each candidate.
 
+    Args:
+        rows (Tensor): (N,) the candidates' cells in :func:`flat_table`.
+        with_boxes (bool): also decode the candidates' boxes.
+
     Returns:
-        tuple: dict ``out index -> (N, channels)`` and the decoded boxes.
+        tuple: dict ``out index -> (N, channels)`` and the decoded boxes
+        (None without ``with_boxes``).
     """
     from .dense import candidate_scalars
-    vecs = [_gather_cells(o, img_inds, level_ids, cells) for o in outs]
     needed = sorted({k for t in towers for k, _ in t.preds})
+    used = set(needed) | ({1} if with_boxes else set())
+    vecs = {k: _flat_outputs(outs[k], img_inds, rows) for k in used}
     with torch.enable_grad():
-        ins = [v if (create_graph and v.requires_grad) else
-               v.detach().requires_grad_(True) for v in vecs]
-        ys = candidate_scalars(head, ins[0], ins[1],
-                               ins[2] if len(ins) > 2 else None, anchors,
-                               labels, priors, strides)
+        ins = {k: v if (create_graph and v.requires_grad) else
+               v.detach().requires_grad_(k in needed)
+               for k, v in vecs.items()}
+        ys = candidate_scalars(head, ins[0], ins.get(1), ins.get(2),
+                               anchors, labels, priors, strides)
         grads = torch.autograd.grad(
             ys[Target.CLS].sum(), [ins[k] for k in needed],
             create_graph=create_graph, allow_unused=True)
@@ -283,48 +512,68 @@ def _score_coefficients(head, outs, towers, img_inds, level_ids, cells,
              for k, g in zip(needed, grads)}
     if not create_graph:
         coefs = {k: g.detach() for k, g in coefs.items()}
-    return coefs, ys['boxes'].detach()
+    boxes = ys['boxes'].detach() if with_boxes else None
+    return coefs, boxes
 
 
-def _tower_grad(tower: Tower, coefs, rec: TowerRecord, img_inds, level_ids,
-                centers, shapes) -> Tuple[Tensor, int]:
+def _tower_grad(tower: Tower, coefs, scales: Dict, table: Tensor,
+                cols: Dict[int, int], img_inds, idx: Tensor,
+                radius: int) -> Tuple[Tensor, int]:
     """Gradient of the candidates' scores w.r.t. the tower input, on each
-    candidate's window: (N, C, P, P) and its radius."""
-    preds = [(k, c, _same_conv_radius(c)) for k, c in tower.preds]
-    r = max(pr for *_, pr in preds)  # common window of the prediction convs
-    g = sum(
-        F.pad(
-            F.conv_transpose2d(coefs[k][:, :, None, None], conv.weight,
-                               dilation=conv.dilation), (r - pr, ) * 4)
-        for k, conv, pr in preds)
+    candidate's window: (N, C, P, P) and its radius.
+
+    ``idx`` (N, 2 radius + 1, 2 radius + 1): :func:`window_index` rows of
+    ``table`` (:meth:`TowerRecord.table`) around each candidate; ``scales``:
+    :func:`norm_scales` of the candidates.
+    """
+    g, r = _sum_windows([
+        (F.conv_transpose2d(coefs[k][:, :, None, None], conv.weight,
+                            dilation=conv.dilation), _same_conv_radius(conv))
+        for k, conv in tower.preds
+    ])  # on the common window of the prediction convs
     for layer in reversed(tower.layers):
         if layer.with_activation:
-            idx = window_index(shapes, level_ids, centers, r)
-            d = rec.mask_table(layer, len(shapes))[img_inds[:, None, None],
-                                                   idx]
-            g = g * d.permute(0, 3, 1, 2)
+            c0 = cols[id(layer)]
+            out = _gather_rows(table, img_inds, _crop(idx, r, radius), c0,
+                               c0 + g.shape[1])
+            g = g * (out > 0).permute(0, 3, 1, 2)
         if layer.with_norm:
-            sc = rec.scale_table(layer, len(shapes))[level_ids, img_inds]
-            g = g * sc[:, :, None, None]
+            g = _norm_backward(g, *scales[id(layer)])
         conv = layer.conv
         g = F.conv_transpose2d(g, conv.weight, dilation=conv.dilation)
         r += _same_conv_radius(conv)
     return g, r
 
 
+def _sum_windows(windows: List[Tuple[Tensor, int]]) -> Tuple[Tensor, int]:
+    """Sum of (N, C, 2r+1, 2r+1) centred windows of radii r, zero-padded to
+    the largest: (sum, radius)."""
+    r = max(rw for _, rw in windows)
+    out = None
+    for w, rw in windows:
+        w = F.pad(w, (r - rw, ) * 4) if rw < r else w
+        out = w if out is None else out + w
+    return out, r
+
+
+def _tower_radius(tower: Tower) -> int:
+    """Radius of a candidate's window on the tower input."""
+    return max(_same_conv_radius(c) for _, c in tower.preds) + sum(
+        _same_conv_radius(m.conv) for m in tower.layers)
+
+
 def _smooth_channels_last(g: Tensor, sigmas: Tensor, pad: int) -> Tensor:
     """:func:`~mmdet_odam.core.gaussian_smooth` (with ``pad``) of (N, p, p,
-    C) windows as two batched matmuls: (N, p + 2 pad, p + 2 pad, C)."""
+    C) windows as two batched matmuls: (N, p + 2 pad, p + 2 pad, C).
+    Kernels are built with radius ``pad`` (no host sync)."""
     n, p, _, c = g.shape
-    if pad == 0 or not bool((sigmas >= MIN_SIGMA).any()):
-        return F.pad(g, (0, 0, pad, pad, pad, pad))
-    k = gaussian_kernels1d(sigmas).to(g)
+    if pad == 0:
+        return g
+    k = gaussian_kernels1d(sigmas, radius=pad).to(g)
     q = p + 2 * pad
     band = band_matrices(k, q, p, pad)  # (N, q, p), same for y and x
     t = torch.bmm(band, g.reshape(n, p, p * c)).reshape(n, q, p, c)
-    t = t.reshape(n * q, p, c)
-    bx = band[:, None].expand(n, q, q, p).reshape(n * q, q, p)
-    return torch.bmm(bx, t).reshape(n, q, q, c)
+    return torch.matmul(band[:, None], t)  # (N, q, q, C)
 
 
 def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
@@ -333,7 +582,8 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
                        out_size, pad_shape, smoothing: str = 'gaussian',
                        grad_mode='pos_relu', boxes: Optional[Tensor] = None,
                        create_graph: bool = False,
-                       towers: Optional[List[Tower]] = None) -> Tensor:
+                       towers: Optional[List[Tower]] = None,
+                       cuda_graph: bool = False) -> Tensor:
     """``cls`` ODAM maps of N dense-head candidates by the reversed head.
 
     Args:
@@ -349,6 +599,10 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
         boxes (Tensor, optional): (N, 4) input-pixel boxes sizing the
             smoothing kernel (default: the decoded candidate boxes).
         create_graph (bool): differentiable through the gradient.
+        cuda_graph (bool): on a GPU, without autograd and with ``boxes``
+            and a sigmoid head, replay the map computation as a CUDA graph
+            captured for this input size and candidate bucket
+            (:class:`MapsGraphCache`; the same maps, far fewer launches).
 
     Returns:
         Tensor: (N, H_o, W_o) raw maps.
@@ -358,40 +612,203 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     n = labels.shape[0]
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
-    a = _num_priors(head)
-    shapes = [f.shape[-2:] for f in feats]
-    cells, anchors = loc_inds // a, loc_inds % a
-    widths = torch.as_tensor([f.shape[-1] for f in feats],
-                             device=labels.device)[level_ids]
-    centers = torch.stack([cells // widths, cells % widths], 1)
-    strides = _level_strides(head)
-    st = torch.as_tensor([s[1] for s in strides],
-                         device=labels.device)[level_ids]
-    coefs, dec = _score_coefficients(head, rec.outs, towers, img_inds,
-                                     level_ids, cells, anchors, labels,
-                                     priors, st, create_graph)
+    ctx = _MapsContext(
+        head=head, towers=towers, num_priors=_num_priors(head),
+        shapes=_shape_key(f.shape[-2:] for f in feats),
+        strides=tuple(
+            tuple(float(v) for v in st) for st in _level_strides(head)),
+        out_size=(int(out_size[0]), int(out_size[1])),
+        pad_shape=(float(pad_shape[0]), float(pad_shape[1])),
+        smoothing=smoothing, grad_mode=grad_mode,
+        feat_channels=feats[0].shape[1], batch_size=feats[0].shape[0])
+    layers = [m for t in towers for m in t.layers]
+    closed = not create_graph and boxes is not None and _sigmoid_scores(head)
+    needed = sorted({k for t in towers for k, _ in t.preds})
+    table, cols = rec.table(feats, towers, needed if closed else ())
+    ctx.cols = cols
+    rstd = rec.rstd_stack(layers)
+    if closed:
+        if cuda_graph and table.is_cuda and not torch.is_grad_enabled():
+            out = MAPS_GRAPHS.run(ctx, table, rstd, img_inds, level_ids,
+                                  loc_inds, labels, boxes)
+            if out is not None:
+                return out
+        return _maps_core(ctx, table, rstd, img_inds, level_ids, loc_inds,
+                          labels, boxes)
+    geo = _geometry(ctx, level_ids, loc_inds)
+    coefs, dec = _score_coefficients(
+        head, rec.outs, towers, img_inds, geo['rows'], geo['anchors'],
+        labels, priors, geo['st_xy'][:, 0], create_graph,
+        with_boxes=boxes is None)
+    return _maps_core(ctx, table, rstd, img_inds, level_ids, loc_inds,
+                      labels, dec if boxes is None else boxes, coefs, geo)
+
+
+@dataclass
+class _MapsContext:
+    """The Python-side constants of one :func:`_maps_core` call."""
+    head: nn.Module
+    towers: List[Tower]
+    num_priors: int
+    shapes: Tuple[Tuple[int, int], ...]
+    strides: Tuple[Tuple[float, float], ...]
+    out_size: Tuple[int, int]
+    pad_shape: Tuple[float, float]
+    smoothing: str
+    grad_mode: object
+    feat_channels: int
+    batch_size: int
+    cols: Dict = field(default_factory=dict)
+
+    def key(self) -> tuple:
+        """What a captured CUDA graph depends on besides input shapes: the
+        constants and the addresses of the parameters it reads."""
+        params = tuple(p.data_ptr() for t in self.towers for m in t.layers
+                       for p in m.parameters()) + tuple(
+                           c.weight.data_ptr() for t in self.towers
+                           for _, c in t.preds)
+        return (id(self.head), self.num_priors, self.shapes, self.strides,
+                self.out_size, self.pad_shape, self.smoothing,
+                str(self.grad_mode), self.feat_channels, self.batch_size,
+                tuple(sorted((str(k), v) for k, v in self.cols.items())),
+                params)
+
+
+def _geometry(ctx: _MapsContext, level_ids: Tensor,
+              loc_inds: Tensor) -> Dict[str, Tensor]:
+    """Candidates' cells: ``centers`` (N, 2) (y, x), ``rows`` in
+    :func:`flat_table`, ``anchors``, ``st_xy`` (N, 2) level strides."""
+    dev = level_ids.device
+    cells, anchors = loc_inds // ctx.num_priors, loc_inds % ctx.num_priors
+    lv = _level_rows(ctx.shapes, dev).index_select(0, level_ids)
+    return dict(
+        centers=torch.stack([cells // lv[:, 1], cells % lv[:, 1]], 1),
+        rows=lv[:, 2] + cells, anchors=anchors,
+        st_xy=_level_strides_xy(ctx.strides, dev).index_select(0, level_ids))
+
+
+def _maps_core(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
+               img_inds: Tensor, level_ids: Tensor, loc_inds: Tensor,
+               labels: Tensor, boxes: Tensor, coefs: Optional[Dict] = None,
+               geo: Optional[Dict] = None) -> Tensor:
+    """The maps from the gather table: tensor ops only, no host sync (what
+    :class:`MapsGraphCache` captures). ``coefs`` None: closed-form score
+    coefficients from the table's score columns."""
+    geo = geo if geo is not None else _geometry(ctx, level_ids, loc_inds)
+    centers = geo['centers']
+    if coefs is None:
+        coefs = _sigmoid_score_coefficients(ctx.head, ctx.towers, table,
+                                            ctx.cols, img_inds, geo['rows'],
+                                            geo['anchors'], labels)
+    rs = max_kernel_radius([MAX_SIGMA]) if ctx.smoothing == 'gaussian' else 0
+    r = max(_tower_radius(t) for t in ctx.towers)  # the towers' window
+    idx = window_index(ctx.shapes, level_ids, centers, r + rs)
+    scales = norm_scales([m for t in ctx.towers for m in t.layers], rstd,
+                         level_ids, img_inds, ctx.batch_size)
     grads = [
-        _tower_grad(t, coefs, rec, img_inds, level_ids, centers, shapes)
-        for t in towers
+        _tower_grad(t, coefs, scales, table, ctx.cols, img_inds,
+                    _crop(idx, r, r + rs), r) for t in ctx.towers
     ]
-    r = max(rt for _, rt in grads)  # common window of the towers
-    g = sum(F.pad(gt, (r - rt, ) * 4) for gt, rt in grads)
-    rs = max_kernel_radius([MAX_SIGMA]) if smoothing == 'gaussian' else 0
-    idx = window_index(shapes, level_ids, centers, r + rs)
-    fwin = flat_table(feats)[img_inds[:, None, None], idx]  # (N, P, P, C)
+    g, r = _sum_windows(grads)
     # the head input has no gradient outside the real map (zero padding);
     # channels last from here on: (N, p, p, C)
-    p = 2 * r + 1
-    inside = idx[:, rs:rs + p, rs:rs + p, None] != flat_table_rows(shapes)
-    g = g.permute(0, 2, 3, 1) * inside.to(g)
-    if smoothing == 'gaussian':
-        sb = dec if boxes is None else boxes.to(dec)
-        cell = torch.as_tensor(strides, dtype=sb.dtype,
-                               device=sb.device)[level_ids]  # (N, (sy, sx))
-        wh = torch.stack([(sb[:, 2] - sb[:, 0]) / cell[:, 1],
-                          (sb[:, 3] - sb[:, 1]) / cell[:, 0]], 1)
+    inside = _crop(idx, r, r + rs)[..., None] != flat_table_rows(ctx.shapes)
+    g = g.permute(0, 2, 3, 1) * inside
+    if ctx.smoothing == 'gaussian':
+        wh = (boxes[:, 2:] - boxes[:, :2]).to(g) / geo['st_xy']  # in cells
         g = _smooth_channels_last(g, box_sigmas(wh), rs)
-    m = apply_grad_mode((g * fwin).sum(-1), grad_mode)  # odam_raw
-    scale = (pad_shape[0] / out_size[0], pad_shape[1] / out_size[1])
-    return render_patches(m, level_ids, centers, shapes, strides, out_size,
-                          scale)
+    fwin = _gather_rows(table, img_inds, idx, 0, ctx.feat_channels)
+    m = apply_grad_mode((g * fwin).sum(-1), ctx.grad_mode)  # odam_raw
+    scale = (ctx.pad_shape[0] / ctx.out_size[0],
+             ctx.pad_shape[1] / ctx.out_size[1])
+    return render_patches(m, level_ids, centers, ctx.shapes, ctx.strides,
+                          ctx.out_size, scale)
+
+
+class MapsGraphCache:
+    """CUDA graphs of :func:`_maps_core` (Odam-NMS inference on a GPU).
+
+    The map computation is ~100 small kernels whose launch cost, not their
+    arithmetic, dominates on a GPU. A key (input size, candidate bucket,
+    head constants and parameter addresses) seen a second time is captured
+    once (candidates padded to the next power of two >= 64 with valid
+    dummies) and replayed afterwards: copy the inputs into the graph's
+    static tensors, replay, copy the first N maps out. A capture that fails
+    leaves the key on the eager path. Graphs share one memory pool; at most
+    ``max_graphs`` are kept (least recently used dropped).
+    """
+
+    def __init__(self, max_graphs: int = 8, min_bucket: int = 64):
+        self.max_graphs = int(max_graphs)
+        self.min_bucket = int(min_bucket)
+        self._graphs: 'OrderedDict[tuple, object]' = OrderedDict()
+        self._seen: Dict[tuple, int] = {}
+        self._pool = None
+
+    def clear(self) -> None:
+        self._graphs.clear()
+        self._seen.clear()
+        self._pool = None
+
+    def bucket(self, n: int) -> int:
+        return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
+
+    def run(self, ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
+            img_inds, level_ids, loc_inds, labels,
+            boxes) -> Optional[Tensor]:
+        """(N, H_o, W_o) maps by a captured graph, or None (run eagerly)."""
+        n = labels.shape[0]
+        nb = self.bucket(n)
+        key = (ctx.key(), nb, tuple(table.shape), table.dtype,
+               table.device.index,
+               None if rstd is None else tuple(rstd.shape), boxes.dtype)
+        entry = self._graphs.get(key)
+        if entry is None:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] < 2:  # a size seen once stays eager
+                return None
+            entry = self._capture(ctx, table, rstd, nb, boxes.dtype)
+            self._graphs[key] = entry
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        if entry is False:  # capture failed for this key
+            return None
+        self._graphs.move_to_end(key)
+        graph, st = entry
+        st['table'].copy_(table)
+        if rstd is not None:
+            st['rstd'].copy_(rstd)
+        st['ints'][:, :n].copy_(
+            torch.stack([img_inds, level_ids, loc_inds, labels]))
+        st['boxes'][:n].copy_(boxes)
+        graph.replay()
+        return st['out'][:n].clone()
+
+    def _capture(self, ctx, table, rstd, nb, box_dtype):
+        st = dict(
+            table=table.clone(),
+            rstd=None if rstd is None else rstd.clone(),
+            ints=torch.zeros(4, nb, dtype=torch.long, device=table.device),
+            boxes=torch.zeros(nb, 4, dtype=box_dtype, device=table.device))
+
+        def core():
+            return _maps_core(ctx, st['table'], st['rstd'], *st['ints'],
+                              st['boxes'])
+
+        try:
+            side = torch.cuda.Stream(table.device)
+            side.wait_stream(torch.cuda.current_stream(table.device))
+            with torch.cuda.stream(side):
+                core()  # warm-up: cudnn plans, cached constants
+            torch.cuda.current_stream(table.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                st['out'] = core()
+            self._pool = graph.pool()
+            return graph, st
+        except Exception:  # noqa: BLE001 - any capture problem: stay eager
+            return False
+
+
+# the graphs of Odam-NMS inference (``test_cfg.nms.cuda_graph``)
+MAPS_GRAPHS = MapsGraphCache()

@@ -73,7 +73,8 @@ class CorrType(str, Enum):
 
 # keys accepted in ``test_cfg.nms`` when ``type == 'odam_nms'``
 ODAM_NMS_CFG_KEYS = ('type', 'iou_threshold', 'corr_low', 'corr_high',
-                     'corr_type', 'max_num', 'split_thr', 'class_agnostic')
+                     'corr_type', 'max_num', 'split_thr', 'class_agnostic',
+                     'cuda_graph')
 _ODAM_NMS_TYPES = ('odam_nms', )
 
 # blocks of candidates processed together by the greedy loop
@@ -105,7 +106,8 @@ def check_odam_nms_cfg(nms_cfg: Dict) -> None:
     ``corr_low``, ``corr_high`` (all in [0, 1], ``corr_low <= corr_high``),
     ``corr_type`` (``'pearson'`` | ``'cosine'``), ``max_num`` (int, <= 0
     means no cap), ``split_thr`` (accepted for mmcv compatibility, unused),
-    ``class_agnostic`` (bool).
+    ``class_agnostic`` (bool), ``cuda_graph`` (bool: dense heads on a GPU
+    replay the candidate maps as captured CUDA graphs; default True).
     """
     if not isinstance(nms_cfg, dict):
         raise ValueError(f'nms cfg must be a dict, got {type(nms_cfg)}')
@@ -129,9 +131,9 @@ def check_odam_nms_cfg(nms_cfg: Dict) -> None:
     split_thr = nms_cfg.get('split_thr', 10000)
     if isinstance(split_thr, bool) or not isinstance(split_thr, (int, float)):
         raise ValueError(f'split_thr must be a number, got {split_thr!r}')
-    if not isinstance(nms_cfg.get('class_agnostic', False), bool):
-        raise ValueError('class_agnostic must be a bool, got '
-                         f"{nms_cfg['class_agnostic']!r}")
+    for key in ('class_agnostic', 'cuda_graph'):
+        if not isinstance(nms_cfg.get(key, False), bool):
+            raise ValueError(f'{key} must be a bool, got {nms_cfg[key]!r}')
 
 
 def check_test_cfg_nms(test_cfg: Optional[Dict]) -> None:
@@ -188,6 +190,29 @@ def pairwise_iou(boxes: Tensor) -> Tensor:
     return inter / (area[:, None] + area[None] - inter)
 
 
+def _normalize_rows_(x: Tensor, corr_type: CorrType) -> Tuple[Tensor, Tensor]:
+    """:func:`normalize_maps` of a float32 (N, D) ``x`` in place, and a 0-dim
+    bool tensor: all values finite (checked by the caller; no host sync
+    here)."""
+    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+    # 0 * (NaN | Inf) is NaN: one reduction checks both extremes
+    finite = hi.mul(0).add_(lo, alpha=0).eq(0).all()
+    # scale-free: divide by the max |value| first (no under/overflow);
+    # all-zero rows stay zero
+    tiny = torch.finfo(x.dtype).tiny
+    x.div_(torch.maximum(hi, lo.neg()).clamp_min_(tiny))
+    if corr_type is CorrType.PEARSON:
+        x.sub_(x.mean(dim=1, keepdim=True))
+        # residuals of a constant vector are rounding noise (~1e-7 each)
+        zero_tol = 1e-5 * math.sqrt(x.shape[1])
+    else:
+        zero_tol = 0.0
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    valid = norm > zero_tol
+    x.div_(norm.clamp_min_(tiny))
+    return x.mul_(valid), finite
+
+
 def normalize_maps(maps: Tensor,
                    corr_type: Union[str, CorrType] = CorrType.PEARSON,
                    inplace: bool = False) -> Tensor:
@@ -212,24 +237,9 @@ def normalize_maps(maps: Tensor,
     if x.shape[0] == 0 or x.shape[1] == 0:
         return x
     # reductions only (large temporaries are slow on CPU)
-    hi, lo = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
-    if not (torch.isfinite(hi).all() and torch.isfinite(lo).all()):
+    x, finite = _normalize_rows_(x, corr_type)
+    if not bool(finite):
         raise ValueError('maps contain NaN or Inf values')
-    # scale-free: divide by the max |value| first (no under/overflow)
-    scale = torch.maximum(hi.abs(), lo.abs())
-    x.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
-    if corr_type is CorrType.PEARSON:
-        x.sub_(x.mean(dim=1, keepdim=True))
-        # residuals of a constant vector are rounding noise (~1e-7 each)
-        zero_tol = 1e-5 * math.sqrt(x.shape[1])
-    else:
-        zero_tol = 0.0
-    norm = x.norm(dim=1, keepdim=True)
-    valid = norm > zero_tol
-    x.div_(torch.where(valid, norm, torch.ones_like(norm)))
-    invalid = torch.nonzero(~valid[:, 0])[:, 0]
-    if invalid.numel():
-        x[invalid] = 0
     return x
 
 
@@ -271,8 +281,146 @@ class _Rule:
         return r1 | (~high_iou & (corr > self.high))
 
 
+def _as_index(keep: np.ndarray, device) -> Tensor:
+    """Kept positions of a boolean array as a long tensor on ``device``
+    (no boolean indexing on the device: no host sync)."""
+    return torch.from_numpy(np.flatnonzero(keep)).to(device)
+
+
+def _dup_matrix(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
+                rule: _Rule, corr: Optional[Tensor] = None) -> Tensor:
+    """(K, K) bool on the inputs' device: ``d[i, j]``, i < j, when sorted
+    candidate j is a duplicate of candidate i (same group, either rule)."""
+    high = pairwise_iou(boxes) > rule.t_iou
+    c = None
+    if rule.needs_corr:
+        # unclamped correlations give the same rule outcomes (thresholds
+        # are in [0, 1] and rule 1 ignores corr when corr_low <= 0)
+        c = corr.float() if corr is not None else maps @ maps.T
+    d = rule.dup(high, c)
+    d &= groups[:, None] == groups[None]
+    return d.triu_(1)
+
+
+def _scan(d: np.ndarray) -> np.ndarray:
+    """Greedy keep from a (K, K) upper-triangular duplicate matrix: only
+    rows with a duplicate can remove anything."""
+    removed = np.zeros(d.shape[0], dtype=bool)
+    for i in np.flatnonzero(d.any(1)):
+        if not removed[i]:
+            removed |= d[i]
+    return ~removed
+
+
+def _greedy_dense(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
+                  rule: _Rule, corr: Optional[Tensor] = None) -> np.ndarray:
+    """:func:`_greedy_sorted` from the whole (K, K) duplicate matrix: a
+    few large tensor ops and one host copy (the GPU way); the greedy scan
+    then runs over boolean rows on the host."""
+    return _scan(_dup_matrix(boxes, maps, groups, rule, corr).cpu().numpy())
+
+
+def _padded_dup_matrix(k: Tensor, boxes: Tensor, maps: Tensor,
+                       groups: Tensor, rule: _Rule,
+                       corr_type: CorrType) -> Tuple[Tensor, Tensor]:
+    """:func:`_dup_matrix` of the first ``k`` (0-dim tensor) of sorted
+    candidates padded to a fixed length, and the maps' finiteness flag; the
+    padding (whatever it holds) becomes zero boxes and maps with unique
+    negative groups: all-False rows and columns. Tensor ops only (what
+    :class:`DupMatrixGraphs` captures)."""
+    ar = torch.arange(boxes.shape[0], device=boxes.device)
+    valid = ar < k
+    b = torch.where(valid[:, None], boxes, 0.0)
+    g = torch.where(valid, groups, -1 - ar)
+    z = torch.where(valid[:, None], maps, 0.0).float()
+    z, finite = _normalize_rows_(z, corr_type)
+    return _dup_matrix(b, z, g, rule), finite
+
+
+class DupMatrixGraphs:
+    """CUDA graphs of Odam-NMS's duplicate matrix on a GPU (normalised
+    maps, IoU, both rules, groups; ~40 small kernels) per (candidate
+    bucket, map length, thresholds, correlation type, device), captured the
+    second time a key is seen and replayed afterwards. Inputs are the
+    score-sorted candidates, padded to the bucket (next power of two >= 64)
+    inside the graph with zero boxes, zero maps and unique negative groups,
+    which never suppress nor get suppressed. Failed captures stay eager."""
+
+    def __init__(self, max_graphs: int = 8, min_bucket: int = 64):
+        self.max_graphs = int(max_graphs)
+        self.min_bucket = int(min_bucket)
+        self._graphs: Dict = {}
+        self._seen: Dict = {}
+        self._pool = None
+
+    def clear(self) -> None:
+        self._graphs.clear()
+        self._seen.clear()
+        self._pool = None
+
+    def run(self, boxes: Tensor, maps: Tensor, groups: Tensor, rule: _Rule,
+            corr_type: CorrType) -> Optional[np.ndarray]:
+        """Kept mask (K,) of sorted candidates, or None (run eagerly).
+        Raises ``ValueError`` for non-finite maps."""
+        k, dim = maps.shape
+        nb = max(self.min_bucket, 1 << (k - 1).bit_length())
+        key = (nb, dim, float(rule.t_iou), rule.low, rule.high, corr_type,
+               maps.device.index, maps.dtype, boxes.dtype)
+        entry = self._graphs.get(key)
+        if entry is None:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] < 2:
+                return None
+            if len(self._graphs) >= self.max_graphs:
+                self._graphs.pop(next(iter(self._graphs)))
+            entry = self._graphs[key] = self._capture(
+                nb, dim, rule, corr_type, maps, boxes)
+        if entry is False:
+            return None
+        graph, st = entry
+        st['k'].fill_(k)
+        st['boxes'][:k].copy_(boxes)
+        st['groups'][:k].copy_(groups)
+        st['maps'][:k].copy_(maps)
+        graph.replay()
+        d = st['d'].cpu().numpy()
+        if not bool(st['finite']):
+            raise ValueError('maps contain NaN or Inf values')
+        return _scan(d[:k, :k])
+
+    def _capture(self, nb, dim, rule, corr_type, maps, boxes):
+        dev = maps.device
+        st = dict(k=torch.zeros((), dtype=torch.long, device=dev),
+                  boxes=torch.zeros(nb, 4, dtype=boxes.dtype, device=dev),
+                  groups=torch.zeros(nb, dtype=torch.long, device=dev),
+                  maps=torch.zeros(nb, dim, dtype=maps.dtype, device=dev))
+
+        def core():
+            return _padded_dup_matrix(st['k'], st['boxes'], st['maps'],
+                                      st['groups'], rule, corr_type)
+
+        try:
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                core()  # warm-up
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                st['d'], st['finite'] = core()
+            self._pool = graph.pool()
+            return graph, st
+        except Exception:  # noqa: BLE001 - any capture problem: stay eager
+            return False
+
+
+# the duplicate-matrix graphs of Odam-NMS on GPUs (``cuda_graph``)
+DUP_GRAPHS = DupMatrixGraphs()
+
+
 def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
-                   rule: _Rule, corr: Optional[Tensor] = None) -> np.ndarray:
+                   rule: _Rule, corr: Optional[Tensor] = None,
+                   dense: Optional[bool] = None) -> np.ndarray:
     """Greedy Odam-NMS on candidates already sorted by descending score.
 
     Args:
@@ -283,6 +431,9 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
         rule (_Rule): thresholds.
         corr (Tensor, optional): (K, K) precomputed correlations (same
             order), used instead of ``maps``.
+        dense (bool, optional): all pairs at once (:func:`_greedy_dense`)
+            or blocks of candidates that skip the removed ones (fewer
+            multiply-adds, more small ops). Default: dense on GPUs.
 
     Returns:
         np.ndarray: (K,) bool, True for kept candidates.
@@ -291,6 +442,8 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
     keep = np.zeros(k, dtype=bool)
     if k == 0:
         return keep
+    if dense if dense is not None else boxes.is_cuda:
+        return _greedy_dense(boxes, maps, groups, rule, corr)
     high = pairwise_iou(boxes) > rule.t_iou
     high &= groups[:, None] == groups[None]
     same = (groups[:, None] == groups[None]) if not rule.rule2_never else None
@@ -354,6 +507,10 @@ class OdamNMS:
             ``cosine`` (authors' code).
         max_num (int): keep at most this many (<= 0: all). Defaults to -1.
         class_agnostic (bool): ignore labels. Defaults to False.
+        cuda_graph (bool): read by the ODAM dense heads, which compute the
+            candidate maps for Odam-NMS: on a GPU, replay them as CUDA
+            graphs captured per input size (same maps, a fraction of the
+            kernel launches). Defaults to True.
 
     ``__call__(boxes (N,4), scores (N,), labels (N,), maps (N,D)|(N,H,W))``
     returns ``(dets (K,5), keep (K,))`` like ``mmcv.ops.batched_nms``.
@@ -366,17 +523,19 @@ class OdamNMS:
                  corr_type: Union[str, CorrType] = CorrType.PEARSON,
                  max_num: int = -1,
                  class_agnostic: bool = False,
+                 cuda_graph: bool = True,
                  split_thr: Optional[float] = None):
         check_odam_nms_cfg(
             dict(iou_threshold=iou_threshold, corr_low=corr_low,
                  corr_high=corr_high, corr_type=corr_type, max_num=max_num,
-                 class_agnostic=class_agnostic))
+                 class_agnostic=class_agnostic, cuda_graph=cuda_graph))
         self.iou_threshold = float(iou_threshold)
         self.corr_low = float(corr_low)
         self.corr_high = float(corr_high)
         self.corr_type = _as_corr_type(corr_type)
         self.max_num = int(max_num)
         self.class_agnostic = bool(class_agnostic)
+        self.cuda_graph = bool(cuda_graph)
         self._rule = _Rule(self.iou_threshold, self.corr_low, self.corr_high)
 
     @classmethod
@@ -443,15 +602,20 @@ class OdamNMS:
             if c.numel() and not torch.isfinite(c).all():
                 raise ValueError('corr contains NaN or Inf values')
             keep = _greedy_sorted(b, None, groups, self._rule, corr=c)
-            return order[torch.from_numpy(keep).to(device)]
+            return order.index_select(0, _as_index(keep, device))
         if self._rule.needs_corr:
             z = maps.detach().reshape(n, -1).to(device)[order]  # a new tensor
+            if self.cuda_graph and z.is_cuda:
+                keep = DUP_GRAPHS.run(b, z, groups, self._rule,
+                                      self.corr_type)
+                if keep is not None:
+                    return order.index_select(0, _as_index(keep, device))
             z = normalize_maps(z, self.corr_type, inplace=True)
         elif maps.numel() and not (torch.isfinite(maps.amax()) and
                                    torch.isfinite(maps.amin())):
             raise ValueError('maps contain NaN or Inf values')
         keep = _greedy_sorted(b, z, groups, self._rule)
-        return order[torch.from_numpy(keep).to(device)]
+        return order.index_select(0, _as_index(keep, device))
 
     def __call__(self, boxes: Tensor, scores: Tensor, labels: Tensor,
                  maps: Optional[Tensor], corr: Optional[Tensor] = None
@@ -469,7 +633,7 @@ class OdamNMS:
             # mmcv's batched_nms offset trick, for bit-identical IoUs
             b = boxes.detach().float()
             max_coordinate = b.max()
-            offsets = labels.to(b) * (max_coordinate + torch.tensor(1).to(b))
+            offsets = labels.to(b) * (max_coordinate + 1)  # same bits
             boxes_for_iou = b + offsets[:, None]
         keep = self.keep_indices(boxes, scores, labels, maps, boxes_for_iou,
                                  corr=corr)

@@ -177,3 +177,11 @@ def test_map_similarity():
     assert map_spearman(a, 1 - a) == pytest.approx(-1.0)
     assert map_pearson(a, torch.zeros(20, 30)) == 0.0
     assert curve_auc([1, 1]) == pytest.approx(1.0)
+
+
+def test_energy_in_region_hand_computed():
+    heat = torch.tensor([[0., 1., 3.], [0., 0., 4.]])
+    region = torch.tensor([[0, 0, 1], [0, 0, 1]], dtype=torch.bool)
+    assert energy_in_region(heat, region) == pytest.approx(7 / 8)
+    # a constant map is uniform: the region's area fraction (2 of 6 cells)
+    assert energy_in_region(torch.zeros(2, 3), region) == pytest.approx(1 / 3)

@@ -118,7 +118,6 @@ def manual_maps(model, inputs, samples, expl, target):
             res = model.predict(inputs, samples)[0]
     finally:
         h.remove()
-    meta = res.metainfo
     inst = res.pred_instances
     order = torch.argsort(inst.scores.detach(), descending=True)
     out = []

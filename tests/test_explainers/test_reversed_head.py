@@ -45,6 +45,67 @@ def test_reversed_head_equals_patch_path(kind, gn, ctr_on_reg):
             assert fast.shape == ref.shape == (len(cands[0]), 40, 56)
             assert (ref.flatten(1).abs().max(1).values > 0).sum() > 5
             assert rel_err(fast, ref) < 1e-6, (smoothing, mode)
+        # given boxes (Odam-NMS): sigmoid heads take the closed-form score
+        # coefficients instead of autograd
+        g = torch.Generator().manual_seed(0)
+        xy = torch.rand(len(cands[0]), 2, generator=g) * 40
+        boxes = torch.cat([xy, xy + 8 + torch.rand(
+            len(cands[0]), 2, generator=g) * 60], 1).double()
+        kw = dict(target='cls', out_size=(40, 56), boxes=boxes,
+                  pad_shape=inputs.shape[-2:])
+        fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+                                    reversed_head=True, **kw)
+        ref = dense_candidate_maps(model.bbox_head, feats, *cands,
+                                   reversed_head=False, **kw)
+        assert rel_err(fast, ref) < 1e-6
+
+
+@pytest.mark.parametrize('kind,ctr_on_reg', [('fcos', True),
+                                              ('fcos', False),
+                                              ('retina', True),
+                                              ('atss', True)])
+def test_closed_form_score_coefficients_equal_autograd(kind, ctr_on_reg):
+    from mmdet_odam.explainers.reversed_head import (
+        _score_coefficients, _sigmoid_score_coefficients, _sigmoid_scores)
+    model = _detector(kind, True, ctr_on_reg)
+    inputs, samples = fake_batch(model, n=2)
+    cands = candidates(model, inputs.double(), samples)
+    head = model.bbox_head
+    assert _sigmoid_scores(head)
+    with torch.no_grad():
+        feats = model.extract_feat(inputs.double())
+        outs, rec = forward_recording(head, feats)
+    img, lvl, loc, labels = cands
+    a = head.num_base_priors
+    cells = loc // a
+    sizes = [f.shape[-2] * f.shape[-1] for f in feats]
+    rows = torch.tensor([0] + sizes).cumsum(0)[lvl] + cells
+    towers = reversed_head_spec(head)
+    ref, _ = _score_coefficients(head, outs, towers, img, rows, loc % a,
+                                 labels, None, None, False, False)
+    needed = sorted({k for t in towers for k, _ in t.preds})
+    table, cols = rec.table(feats, towers, needed)  # logits in the table
+    got = _sigmoid_score_coefficients(head, towers, table, cols, img, rows,
+                                      loc % a, labels)
+    assert sorted(got) == sorted(ref)
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], rtol=1e-12, atol=1e-15), k
+        # one non-zero per candidate: its logit / its factor
+        assert ((got[k] != 0).sum(1) <= 1).all()
+
+
+def test_group_rstd_batched_equals_per_input():
+    from mmdet_odam.explainers.reversed_head import group_rstd_batched
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(2, 8, h, w, generator=g) * s + m
+          for h, w, s, m in [(5, 7, 1., 0.), (3, 4, 10., 5.), (1, 1, .1, 2.),
+                             (2, 9, 3., -4.)]]
+    for fused in (True, False):
+        got = group_rstd_batched(xs, 4, 1e-5, fused=fused)
+        assert got.shape == (4, 2, 4)
+        for x, r in zip(xs, got):
+            var = x.reshape(2, 4, -1).var(-1, unbiased=False)
+            assert torch.allclose(r, torch.rsqrt(var + 1e-5), rtol=1e-5)
 
 
 @pytest.mark.parametrize('kind', ['fcos', 'atss'])
@@ -141,3 +202,58 @@ def test_unsupported_heads_fall_back_or_raise():
     out = dense_candidate_maps(other.bbox_head, feats, *one, target='left',
                                out_size=(8, 8))
     assert out.shape == (1, 8, 8) and torch.isfinite(out).all()
+
+
+def test_window_index_brute_force():
+    from mmdet_odam.explainers.reversed_head import window_index
+    shapes = [(3, 4), (2, 2), (1, 3)]
+    offs = [0, 12, 16]
+    zero = 19
+    lvl = torch.tensor([0, 0, 1, 2, 1])
+    ctr = torch.tensor([[0, 0], [2, 3], [1, 0], [0, 2], [0, 1]])
+    for radius in (0, 1, 2):
+        got = window_index(shapes, lvl, ctr, radius)
+        assert got.shape == (5, 2 * radius + 1, 2 * radius + 1)
+        for n in range(5):
+            (h, w), o = shapes[lvl[n]], offs[lvl[n]]
+            for i, dy in enumerate(range(-radius, radius + 1)):
+                for j, dx in enumerate(range(-radius, radius + 1)):
+                    y, x = int(ctr[n, 0]) + dy, int(ctr[n, 1]) + dx
+                    ref = o + y * w + x if 0 <= y < h and 0 <= x < w \
+                        else zero
+                    assert int(got[n, i, j]) == ref, (radius, n, dy, dx)
+
+
+def test_padded_candidates_do_not_change_maps():
+    """What the CUDA-graph replay relies on: candidates are independent,
+    so padding the batch with dummy candidates (any valid cell, zero box)
+    leaves the real candidates' maps unchanged."""
+    from mmdet_odam.explainers import reversed_head as rh
+    model = _detector('fcos', True, False)
+    inputs, samples = fake_batch(model, n=2)
+    inputs = inputs.double()
+    img, lvl, loc, labels = candidates(model, inputs, samples)
+    head = model.bbox_head
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+        _, rec = forward_recording(head, feats)
+    n = len(labels)
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(n, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 50],
+                      1).double()
+    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:], boxes=boxes)
+    ref = rh.reversed_head_maps(head, feats, rec, img, lvl, loc, labels,
+                                None, **kw)
+    cache = rh.MapsGraphCache()
+    nb = cache.bucket(n)
+    assert nb >= max(n, 64) and nb & (nb - 1) == 0
+    pad = nb - n
+    cat = lambda t, v: torch.cat([t, t.new_full((pad, ) + t.shape[1:], v)])  # noqa
+    with torch.no_grad():
+        padded = rh.reversed_head_maps(
+            head, feats, rec, cat(img, 0), cat(lvl, 0), cat(loc, 0),
+            cat(labels, 0), None, out_size=(40, 56),
+            pad_shape=inputs.shape[-2:], boxes=cat(boxes, 0.))
+    assert padded.shape[0] == nb
+    assert torch.equal(padded[:n], ref)

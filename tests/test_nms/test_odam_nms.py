@@ -77,6 +77,61 @@ def test_classic_invariant_large_candidate_set():
     assert torch.equal(keep, keep_ref)
 
 
+@pytest.mark.parametrize('thr', [(0.0, 1.0), (0.2, 0.8), (0.5, 0.5),
+                                 (0.0, 0.3), (0.9, 1.0)])
+def test_dense_and_block_greedy_agree(thr):
+    """The GPU way (whole duplicate matrix, one host copy) keeps exactly
+    what the blockwise loop keeps, from maps and from precomputed corr,
+    across blocks (K > 128) and classes (the blockwise loop is the one
+    checked against mmcv above)."""
+    from mmdet_odam.nms.odam_nms import _greedy_sorted, _Rule
+    rule = _Rule(0.5, *thr)
+    for seed in range(12):
+        boxes, scores, labels, maps = _random_case(seed, n_max=400)
+        order = scores.sort(0, descending=True)[1]
+        b, groups = boxes[order], labels[order]
+        z = normalize_maps(maps[order])
+        corr = map_correlation(maps[order])
+        block = _greedy_sorted(b, z, groups, rule, dense=False)
+        dense = _greedy_sorted(b, z, groups, rule, dense=True)
+        assert (block == dense).all(), seed
+        assert (_greedy_sorted(b, None, groups, rule, corr=corr,
+                               dense=True) == block).all(), seed
+
+
+def test_padded_dup_matrix_ignores_padding():
+    """What the GPU graph of the duplicate matrix relies on: the first k
+    sorted candidates padded with junk give the unpadded matrix, and the
+    padding never suppresses nor is suppressed."""
+    from mmdet_odam.nms.odam_nms import (_dup_matrix, _padded_dup_matrix,
+                                         _Rule)
+    rule = _Rule(0.5, 0.2, 0.8)
+    for seed in range(6):
+        boxes, scores, labels, maps = _random_case(seed, n_max=100)
+        order = scores.sort(0, descending=True)[1]
+        b, groups, z = boxes[order], labels[order], maps[order]
+        k, nb = len(b), 128
+        junk = _random_case(seed + 100, n_max=300)
+        pad = lambda x, j: torch.cat([x, j[:nb - k]])  # noqa: E731
+        jb, jl, jm = junk[0], junk[2], junk[3]
+        while len(jb) < nb:
+            jb, jl, jm = torch.cat([jb, jb]), torch.cat([jl, jl]), \
+                torch.cat([jm, jm])
+        for ct in CorrType:
+            d, finite = _padded_dup_matrix(torch.tensor(k), pad(b, jb),
+                                           pad(z, jm), pad(groups, jl),
+                                           rule, ct)
+            ref = _dup_matrix(b, normalize_maps(z, ct), groups, rule)
+            assert bool(finite) and d.shape == (nb, nb)
+            assert torch.equal(d[:k, :k], ref), (seed, ct)
+            assert not d[k:].any() and not d[:, k:].any()
+        bad = z.clone()
+        bad[0, 0] = float('nan')
+        assert not bool(_padded_dup_matrix(torch.tensor(k), pad(b, jb),
+                                           pad(bad, jm), pad(groups, jl),
+                                           rule, CorrType.PEARSON)[1])
+
+
 def _two_people_maps():
     """Two distinct one-blob maps (corr ~ 0) on a 10x10 grid."""
     a = torch.zeros(10, 10)

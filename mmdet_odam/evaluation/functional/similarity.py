@@ -1,6 +1,5 @@
 """How similar two heat maps are (sanity check, paper App. A.5.1)."""
 import numpy as np
-import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor

@@ -2,7 +2,6 @@
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ...core import minmax_normalize

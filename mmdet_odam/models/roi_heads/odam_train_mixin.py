@@ -20,7 +20,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from mmdet.structures.bbox import bbox2roi, bbox_overlaps
+from mmdet.structures.bbox import bbox_overlaps
 
 
 class OdamTrainRoIMixin:
