@@ -32,7 +32,6 @@ act=ReLU | none)``; :func:`reversed_head_spec` returns None otherwise and
 callers fall back to the patch path.
 """
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 from ..core import (apply_grad_mode, box_sigmas,
                     gaussian_kernels1d, max_kernel_radius, render_patches)
 from ..core.smoothing import MAX_SIGMA, band_matrices
+from ..utils.cuda_graphs import CudaGraphCache
 from .base import HookList
 from .targets import Target
 
@@ -728,86 +728,52 @@ def _maps_core(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
 class MapsGraphCache:
     """CUDA graphs of :func:`_maps_core` (Odam-NMS inference on a GPU).
 
-    The map computation is ~100 small kernels whose launch cost, not their
-    arithmetic, dominates on a GPU. A key (input size, candidate bucket,
-    head constants and parameter addresses) seen a second time is captured
-    once (candidates padded to the next power of two >= 64 with valid
-    dummies) and replayed afterwards: copy the inputs into the graph's
-    static tensors, replay, copy the first N maps out. A capture that fails
-    leaves the key on the eager path. Graphs share one memory pool; at most
-    ``max_graphs`` are kept (least recently used dropped).
+    Keyed by the input size, the candidate bucket (next power of two >= 64;
+    the batch is padded with valid dummies, which cannot change the real
+    candidates' maps) and the head's constants and parameter addresses;
+    captured on a key's second sighting, replayed afterwards
+    (:class:`~mmdet_odam.utils.cuda_graphs.CudaGraphCache`).
     """
 
     def __init__(self, max_graphs: int = 8, min_bucket: int = 64):
-        self.max_graphs = int(max_graphs)
-        self.min_bucket = int(min_bucket)
-        self._graphs: 'OrderedDict[tuple, object]' = OrderedDict()
-        self._seen: Dict[tuple, int] = {}
-        self._pool = None
+        self.cache = CudaGraphCache(max_graphs, min_bucket)
 
     def clear(self) -> None:
-        self._graphs.clear()
-        self._seen.clear()
-        self._pool = None
-
-    def bucket(self, n: int) -> int:
-        return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
+        self.cache.clear()
 
     def run(self, ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
             img_inds, level_ids, loc_inds, labels,
             boxes) -> Optional[Tensor]:
         """(N, H_o, W_o) maps by a captured graph, or None (run eagerly)."""
         n = labels.shape[0]
-        nb = self.bucket(n)
+        nb = self.cache.bucket(n)
         key = (ctx.key(), nb, tuple(table.shape), table.dtype,
                table.device.index,
                None if rstd is None else tuple(rstd.shape), boxes.dtype)
-        entry = self._graphs.get(key)
+
+        def make():
+            st = dict(
+                table=table.clone(),
+                ints=torch.zeros(4, nb, dtype=torch.long,
+                                 device=table.device),
+                boxes=torch.zeros(nb, 4, dtype=boxes.dtype,
+                                  device=table.device))
+            if rstd is not None:
+                st['rstd'] = rstd.clone()
+            return st, lambda: _maps_core(ctx, st['table'], st.get('rstd'),
+                                          *st['ints'], st['boxes'])
+
+        entry = self.cache.get(key, make)
         if entry is None:
-            self._seen[key] = self._seen.get(key, 0) + 1
-            if self._seen[key] < 2:  # a size seen once stays eager
-                return None
-            entry = self._capture(ctx, table, rstd, nb, boxes.dtype)
-            self._graphs[key] = entry
-            while len(self._graphs) > self.max_graphs:
-                self._graphs.popitem(last=False)
-        if entry is False:  # capture failed for this key
             return None
-        self._graphs.move_to_end(key)
-        graph, st = entry
+        st = entry.static
         st['table'].copy_(table)
         if rstd is not None:
             st['rstd'].copy_(rstd)
         st['ints'][:, :n].copy_(
             torch.stack([img_inds, level_ids, loc_inds, labels]))
         st['boxes'][:n].copy_(boxes)
-        graph.replay()
-        return st['out'][:n].clone()
-
-    def _capture(self, ctx, table, rstd, nb, box_dtype):
-        st = dict(
-            table=table.clone(),
-            rstd=None if rstd is None else rstd.clone(),
-            ints=torch.zeros(4, nb, dtype=torch.long, device=table.device),
-            boxes=torch.zeros(nb, 4, dtype=box_dtype, device=table.device))
-
-        def core():
-            return _maps_core(ctx, st['table'], st['rstd'], *st['ints'],
-                              st['boxes'])
-
-        try:
-            side = torch.cuda.Stream(table.device)
-            side.wait_stream(torch.cuda.current_stream(table.device))
-            with torch.cuda.stream(side):
-                core()  # warm-up: cudnn plans, cached constants
-            torch.cuda.current_stream(table.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                st['out'] = core()
-            self._pool = graph.pool()
-            return graph, st
-        except Exception:  # noqa: BLE001 - any capture problem: stay eager
-            return False
+        return entry.replay()[:n].clone()
 
 
 # the graphs of Odam-NMS inference (``test_cfg.nms.cuda_graph``)

@@ -57,6 +57,8 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
+from ..utils.cuda_graphs import CudaGraphCache
+
 __all__ = [
     'CorrType', 'OdamNMS', 'odam_nms', 'batched_odam_nms',
     'check_odam_nms_cfg', 'nms_map_size', 'map_correlation',
@@ -338,80 +340,53 @@ def _padded_dup_matrix(k: Tensor, boxes: Tensor, maps: Tensor,
 
 
 class DupMatrixGraphs:
-    """CUDA graphs of Odam-NMS's duplicate matrix on a GPU (normalised
-    maps, IoU, both rules, groups; ~40 small kernels) per (candidate
-    bucket, map length, thresholds, correlation type, device), captured the
-    second time a key is seen and replayed afterwards. Inputs are the
-    score-sorted candidates, padded to the bucket (next power of two >= 64)
-    inside the graph with zero boxes, zero maps and unique negative groups,
-    which never suppress nor get suppressed. Failed captures stay eager."""
+    """CUDA graphs of Odam-NMS's duplicate matrix on a GPU
+    (:func:`_padded_dup_matrix`: normalised maps, IoU, both rules, groups;
+    ~40 small kernels) per (candidate bucket, map length, thresholds,
+    correlation type, device), captured on a key's second sighting and
+    replayed afterwards (:class:`~mmdet_odam.utils.cuda_graphs.
+    CudaGraphCache`). Inputs are the score-sorted candidates, padded to the
+    bucket (next power of two >= 64)."""
 
     def __init__(self, max_graphs: int = 8, min_bucket: int = 64):
-        self.max_graphs = int(max_graphs)
-        self.min_bucket = int(min_bucket)
-        self._graphs: Dict = {}
-        self._seen: Dict = {}
-        self._pool = None
+        self.cache = CudaGraphCache(max_graphs, min_bucket)
 
     def clear(self) -> None:
-        self._graphs.clear()
-        self._seen.clear()
-        self._pool = None
+        self.cache.clear()
 
     def run(self, boxes: Tensor, maps: Tensor, groups: Tensor, rule: _Rule,
             corr_type: CorrType) -> Optional[np.ndarray]:
         """Kept mask (K,) of sorted candidates, or None (run eagerly).
         Raises ``ValueError`` for non-finite maps."""
         k, dim = maps.shape
-        nb = max(self.min_bucket, 1 << (k - 1).bit_length())
+        nb = self.cache.bucket(k)
+        dev = maps.device
         key = (nb, dim, float(rule.t_iou), rule.low, rule.high, corr_type,
-               maps.device.index, maps.dtype, boxes.dtype)
-        entry = self._graphs.get(key)
+               dev.index, maps.dtype, boxes.dtype)
+
+        def make():
+            st = dict(
+                k=torch.zeros((), dtype=torch.long, device=dev),
+                boxes=torch.zeros(nb, 4, dtype=boxes.dtype, device=dev),
+                groups=torch.zeros(nb, dtype=torch.long, device=dev),
+                maps=torch.zeros(nb, dim, dtype=maps.dtype, device=dev))
+            return st, lambda: _padded_dup_matrix(
+                st['k'], st['boxes'], st['maps'], st['groups'], rule,
+                corr_type)
+
+        entry = self.cache.get(key, make)
         if entry is None:
-            self._seen[key] = self._seen.get(key, 0) + 1
-            if self._seen[key] < 2:
-                return None
-            if len(self._graphs) >= self.max_graphs:
-                self._graphs.pop(next(iter(self._graphs)))
-            entry = self._graphs[key] = self._capture(
-                nb, dim, rule, corr_type, maps, boxes)
-        if entry is False:
             return None
-        graph, st = entry
+        st = entry.static
         st['k'].fill_(k)
         st['boxes'][:k].copy_(boxes)
         st['groups'][:k].copy_(groups)
         st['maps'][:k].copy_(maps)
-        graph.replay()
-        d = st['d'].cpu().numpy()
-        if not bool(st['finite']):
+        d, finite = entry.replay()
+        d = d.cpu().numpy()
+        if not bool(finite):
             raise ValueError('maps contain NaN or Inf values')
         return _scan(d[:k, :k])
-
-    def _capture(self, nb, dim, rule, corr_type, maps, boxes):
-        dev = maps.device
-        st = dict(k=torch.zeros((), dtype=torch.long, device=dev),
-                  boxes=torch.zeros(nb, 4, dtype=boxes.dtype, device=dev),
-                  groups=torch.zeros(nb, dtype=torch.long, device=dev),
-                  maps=torch.zeros(nb, dim, dtype=maps.dtype, device=dev))
-
-        def core():
-            return _padded_dup_matrix(st['k'], st['boxes'], st['maps'],
-                                      st['groups'], rule, corr_type)
-
-        try:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):
-                core()  # warm-up
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                st['d'], st['finite'] = core()
-            self._pool = graph.pool()
-            return graph, st
-        except Exception:  # noqa: BLE001 - any capture problem: stay eager
-            return False
 
 
 # the duplicate-matrix graphs of Odam-NMS on GPUs (``cuda_graph``)

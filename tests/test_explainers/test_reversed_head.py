@@ -245,8 +245,7 @@ def test_padded_candidates_do_not_change_maps():
     kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:], boxes=boxes)
     ref = rh.reversed_head_maps(head, feats, rec, img, lvl, loc, labels,
                                 None, **kw)
-    cache = rh.MapsGraphCache()
-    nb = cache.bucket(n)
+    nb = rh.MAPS_GRAPHS.cache.bucket(n)
     assert nb >= max(n, 64) and nb & (nb - 1) == 0
     pad = nb - n
     cat = lambda t, v: torch.cat([t, t.new_full((pad, ) + t.shape[1:], v)])  # noqa
