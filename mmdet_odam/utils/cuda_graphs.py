@@ -16,7 +16,9 @@ tensor functions with no host sync, so they are captured once per key
 
 Graphs share one memory pool (they are replayed one at a time and every
 replay refills its inputs); at most ``max_graphs`` are kept, least recently
-used dropped.
+used dropped. When keys keep being dropped and captured again (more than
+``max_captures`` captures, e.g. a test set with many image sizes), no new
+graph is captured: such keys run eagerly rather than thrash.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,11 +46,17 @@ class CudaGraphCache:
     Args:
         max_graphs (int): graphs kept (LRU).
         min_bucket (int): smallest padded batch of :meth:`bucket`.
+        max_captures (int, optional): captures after which no new key is
+            captured (default ``4 * max_graphs``).
     """
 
-    def __init__(self, max_graphs: int = 8, min_bucket: int = 64):
+    def __init__(self, max_graphs: int = 8, min_bucket: int = 64,
+                 max_captures: Optional[int] = None):
         self.max_graphs = int(max_graphs)
         self.min_bucket = int(min_bucket)
+        self.max_captures = int(max_captures if max_captures is not None
+                                else 4 * self.max_graphs)
+        self.captures = 0
         self._graphs: 'OrderedDict[Hashable, Any]' = OrderedDict()
         self._seen: Dict[Hashable, int] = {}
         self._pool = None
@@ -61,6 +69,7 @@ class CudaGraphCache:
         self._graphs.clear()
         self._seen.clear()
         self._pool = None
+        self.captures = 0
 
     def bucket(self, n: int) -> int:
         """Padded batch size for ``n`` rows: the next power of two, at
@@ -75,8 +84,9 @@ class CudaGraphCache:
         entry = self._graphs.get(key)
         if entry is None:
             self._seen[key] = self._seen.get(key, 0) + 1
-            if self._seen[key] < 2:
+            if self._seen[key] < 2 or self.captures >= self.max_captures:
                 return None
+            self.captures += 1
             entry = self._capture(*make())
             self._graphs[key] = entry
             while len(self._graphs) > self.max_graphs:

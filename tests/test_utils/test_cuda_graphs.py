@@ -72,3 +72,20 @@ def test_failed_capture_stays_eager():
     for _ in range(4):
         assert cache.get('k', make) is None
     assert len(calls) == 1 and len(cache) == 0
+
+
+def test_thrashing_keys_stop_being_captured():
+    """Many sizes cycling through a small cache: after max_captures no new
+    graph is made (those keys run eagerly), cached ones still replay."""
+    cache = _FakeCache(max_graphs=2, max_captures=3)
+
+    def make():
+        st = dict(x=torch.ones(1))
+        return st, lambda: st['x']
+
+    for _ in range(3):
+        for key in 'abcd':
+            cache.get(key, make)
+    assert cache.captures == 3
+    kept = [k for k in 'abcd' if cache.get(k, make) is not None]
+    assert len(kept) == 2 and cache.captures == 3
