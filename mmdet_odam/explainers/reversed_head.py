@@ -8,16 +8,22 @@ tower layer ``a = act(norm(conv(x)))`` is linear:
 ``dx = conv_transpose(D * da, W)``, ``D = act'(.) * gamma / sigma``, and
 ``D`` is known from the forward (ReLU masks, per-image GN statistics). So:
 
-1. the forward is run once with :func:`record_towers` (the predict / loss
-   forward itself: no second forward), which keeps every tower layer's ``D``
-   per level;
+1. the forward is run once with :func:`forward_recording` (the predict /
+   loss forward itself: no second forward); its hooks keep references to
+   every tower layer's GroupNorm input and output per level, from which
+   ``D`` follows (ReLU mask: output > 0; ``1 / sigma``:
+   :func:`group_rstd_batched`);
 2. the gradient of each candidate's score w.r.t. its prediction-conv outputs
-   is a vector (autograd on a few scalars);
+   is a vector (closed form for sigmoid heads, autograd on a few scalars
+   otherwise);
 3. that vector is pushed back through the prediction convs and the tower
    layers with ``conv_transpose2d`` on (2R+1)^2 windows, all candidates of
    all levels in one batch (the head's convs are shared by the levels);
 4. map = grad-mode(sum_c F_c * smooth(g_c)) on the window, rendered on the
    output grid by :func:`~mmdet_odam.core.render_patches`.
+
+Steps 2-4 (:func:`_maps_core`) are tensor ops without host sync; on a GPU
+Odam-NMS replays them as CUDA graphs (:class:`MapsGraphCache`).
 
 It equals the patch path (same frozen-statistics approximation, tested)
 without re-running the towers on every candidate's window, so the cost per
