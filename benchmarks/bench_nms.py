@@ -188,13 +188,11 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
         res['pipeline_odam_eager_s'] = t(lambda: predict(eager_cfg))
         res['ratio_pipeline_eager'] = \
             res['pipeline_odam_eager_s'] / res['pipeline_nms_s']
+        from mmdet_odam.explainers.dense import candidate_priors
         from mmdet_odam.explainers.reversed_head import reversed_head_maps
         if record is not None:  # the maps step as predict runs it: graphs
-            mlvl = head.prior_generator.grid_priors(
-                [f.shape[-2:] for f in feats], device=feats[0].device)
-            offs = torch.as_tensor([0] + [len(p) for p in mlvl[:-1]],
-                                   device=feats[0].device).cumsum(0)
-            pri = torch.cat(mlvl)[offs[cands.level_ids] + cands.loc_inds]
+            pri = candidate_priors(head, feats, cands.level_ids,
+                                   cands.loc_inds)
 
             def maps_graph():
                 with torch.no_grad():

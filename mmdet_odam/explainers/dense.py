@@ -256,6 +256,16 @@ def _mlvl_priors(head, feats) -> List[Tensor]:
         sizes, dtype=feats[0].dtype, device=feats[0].device)
 
 
+def candidate_priors(head, feats, level_ids: Tensor,
+                     loc_inds: Tensor) -> Tensor:
+    """(N, 2 | 4) priors of candidates given by level and prior index
+    within the level."""
+    priors = _mlvl_priors(head, feats)
+    offs = torch.as_tensor([0] + [p.shape[0] for p in priors[:-1]],
+                           device=level_ids.device).cumsum(0)
+    return torch.cat(priors)[offs[level_ids] + loc_inds]
+
+
 # ----------------------------------------------------------------------
 # patch path
 # ----------------------------------------------------------------------
@@ -477,10 +487,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
             with torch.set_grad_enabled(create_graph):
                 _, record = forward_recording(head, feats, towers,
                                               freeze_norm=create_graph)
-        priors = _mlvl_priors(head, feats)
-        pri = torch.cat(priors)[torch.as_tensor(
-            [0] + [p.shape[0] for p in priors[:-1]],
-            device=labels.device).cumsum(0)[level_ids] + loc_inds]
+        pri = candidate_priors(head, feats, level_ids, loc_inds)
         return reversed_head_maps(
             head, feats, record, img_inds, level_ids, loc_inds, labels, pri,
             out_size, pad_shape, parse_smoothing(smoothing).value,
@@ -756,7 +763,6 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
                 maps = reversed_head_maps(
                     head, feats, record, *cand, priors, size, pad_shape,
                     boxes=results.input_bboxes,
-                    towers=getattr(record, 'towers', None),
                     cuda_graph=nms_cfg.get('cuda_graph', True))
             else:
                 maps = dense_candidate_maps(

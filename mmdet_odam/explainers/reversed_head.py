@@ -605,6 +605,7 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
         boxes (Tensor, optional): (N, 4) input-pixel boxes sizing the
             smoothing kernel (default: the decoded candidate boxes).
         create_graph (bool): differentiable through the gradient.
+        towers (list[Tower], optional): default: the record's.
         cuda_graph (bool): on a GPU, without autograd and with ``boxes``
             and a sigmoid head, replay the map computation as a CUDA graph
             captured for this input size and candidate bucket
@@ -614,7 +615,7 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
         Tensor: (N, H_o, W_o) raw maps.
     """
     from .dense import _level_strides, _num_priors
-    towers = towers if towers is not None else reversed_head_spec(head)
+    towers = towers or rec.towers or reversed_head_spec(head)
     n = labels.shape[0]
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))

@@ -445,14 +445,7 @@ def _greedy_sorted(boxes: Tensor, maps: Optional[Tensor], groups: Tensor,
         if blk.size == 0:
             continue
         d = dup_matrix(blk, s, e)[:, blk - s]
-        alive = np.ones(blk.size, dtype=bool)
-        kept_local = []
-        for a in range(blk.size):
-            if not alive[a]:
-                continue
-            kept_local.append(a)
-            alive[a + 1:] &= ~d[a, a + 1:]
-        kept = blk[kept_local]
+        kept = blk[_scan(np.triu(d, 1))]  # greedy inside the block
         keep[kept] = True
         if e == k:
             break
