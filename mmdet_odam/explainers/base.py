@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from ..core import minmax_normalize
 from .results import Explanation
-from .targets import (BASE_TARGETS, Target, expand_targets, parse_grad_mode,
-                      parse_smoothing, parse_targets)
+from .targets import (BASE_TARGETS, ExplainPath, Target, expand_targets,
+                      parse_grad_mode, parse_path, parse_smoothing,
+                      parse_targets)
 
 
 class HookList:
@@ -95,17 +96,16 @@ class BaseExplainer:
         grad_mode (str): ``pos_relu`` (default), ``neg_relu``, ``pos_norelu``,
             ``abs``.
         chunk_size (int): candidates per batched backward in autograd paths.
-        exact (bool | str): ``True`` forces exact per-candidate autograd (no
-            shortcut); ``False`` always takes the batched fast path;
-            ``'auto'`` (default) is exact wherever the fast path would be an
-            approximation (dense heads with GroupNorm, whose batched path
-            freezes the GN statistics) and fast elsewhere.
+        path (str): ``'auto'`` (default), ``'exact'`` or ``'fast'``, see
+            :class:`~mmdet_odam.explainers.targets.ExplainPath`.
+        exact (bool | str, optional): older spelling of ``path``
+            (``True`` = ``'exact'``, ``False`` = ``'fast'``).
     """
     method = 'odam'
 
     def __init__(self, model: nn.Module, targets=('cls', ), layer=None,
                  smoothing='gaussian', grad_mode='pos_relu',
-                 chunk_size: int = 16, exact='auto', **kwargs):
+                 chunk_size: int = 16, path=None, exact=None, **kwargs):
         if kwargs:
             raise TypeError(f'Unknown explainer options: {sorted(kwargs)}')
         self.model = model
@@ -116,14 +116,18 @@ class BaseExplainer:
         if int(chunk_size) < 1:
             raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         self.chunk_size = int(chunk_size)
-        if exact not in (True, False, 'auto'):
-            raise ValueError(f"exact must be True, False or 'auto', got "
-                             f'{exact!r}')
-        self.exact = exact
+        self.path: ExplainPath = parse_path(path, exact)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f'layer must be a module name or None, got '
                             f'{type(layer).__name__}')
         self.layer = self.check_layer(layer)
+
+    @property
+    def exact(self):
+        """Older spelling of :attr:`path`: ``True`` / ``False`` /
+        ``'auto'``."""
+        return {ExplainPath.EXACT: True, ExplainPath.FAST: False,
+                ExplainPath.AUTO: 'auto'}[self.path]
 
     # -- options -------------------------------------------------------
     def check_layer(self, layer: Optional[str]) -> Optional[str]:

@@ -56,6 +56,47 @@ class Smoothing(str, Enum):
     NONE = 'none'
 
 
+class ExplainPath(str, Enum):
+    """Which gradient path computes the maps.
+
+    ``auto`` (default): the fastest path that gives the exact gradient
+    where one exists, else the documented approximation of its adapter
+    (see ``explain_support``); ``exact``: always an exact gradient (per
+    candidate autograd where no exact fast path applies); ``fast``: the
+    batched fast path wherever it applies, even where it approximates the
+    gradient (GroupNorm heads with frozen statistics).
+    """
+    AUTO = 'auto'
+    EXACT = 'exact'
+    FAST = 'fast'
+
+
+def parse_path(value=None, exact=None) -> ExplainPath:
+    """Parse ``path`` (``'auto'|'exact'|'fast'``); ``exact`` is the older
+    spelling (``True`` -> exact, ``False`` -> fast, ``'auto'``), accepted
+    when ``path`` is not given. Raises ``ValueError`` on unknown names or
+    on both given and disagreeing."""
+    old = None
+    if exact is not None:
+        aliases = {True: ExplainPath.EXACT, False: ExplainPath.FAST,
+                   'auto': ExplainPath.AUTO, 'yes': ExplainPath.EXACT,
+                   'no': ExplainPath.FAST}
+        if isinstance(exact, ExplainPath):
+            old = exact
+        elif isinstance(exact, (bool, str)) and exact in aliases:
+            old = aliases[exact]
+        else:
+            raise ValueError(f"exact must be True, False or 'auto', got "
+                             f'{exact!r} (prefer path=auto|exact|fast)')
+    if value is None:
+        return old if old is not None else ExplainPath.AUTO
+    new = parse_enum(ExplainPath, value, 'path')
+    if old is not None and old != new:
+        raise ValueError(f'path={new.value!r} and exact={exact!r} disagree; '
+                         'give path only')
+    return new
+
+
 def parse_target(value: Union[str, Target]) -> Target:
     """Parse one target name; raises ``ValueError`` listing valid names."""
     return parse_enum(Target, value, 'target')
