@@ -12,8 +12,8 @@ prediction whose box has the highest IoU with the object. Then::
 ``loss_odam_con`` = w * L_con / N and ``loss_odam_sep`` = w * L_sep / N, so
 mmengine logs both and their sum is the paper's term (times ``loss_weight`` w).
 
-Variants of the authors' public code (``reference/odam-official-code-facts.md``
-§3) are options, the paper is the default:
+Variants of the authors' public code (github.com/Cyang-Zhao/ODAM,
+``model/*_odamTrain/network.py``) are options, the paper is the default:
 
 * :class:`ReferenceMode` ``image``: a single reference per image, the sample
   with the highest IoU over all objects (their FCOS ``match_loss`` as written).
