@@ -115,11 +115,20 @@ def prepare_inputs(model, img):
     return data['inputs'], data['data_samples']
 
 
+def _path_kw(path, kw: dict) -> dict:
+    """Explainer options with ``path`` (``exact=`` given alone keeps its
+    older meaning)."""
+    if 'exact' in kw and path == 'auto':
+        return kw
+    return dict(kw, path=path)
+
+
 def explain_image(model, img, targets: Sequence[str] = ('cls', ),
                   method: str = 'odam', layer: Optional[str] = None,
                   smoothing: str = 'gaussian', grad_mode: str = 'pos_relu',
                   score_thr: float = 0.3, topk: int = 100, boxes=None,
-                  labels=None, **explainer_kw) -> Explanation:
+                  labels=None, path: str = 'auto',
+                  **explainer_kw) -> Explanation:
     """Explain the detections (or given boxes) of one image.
 
     Args:
@@ -139,14 +148,19 @@ def explain_image(model, img, targets: Sequence[str] = ('cls', ),
         boxes (array-like, optional): (K, 4) xyxy boxes in original pixels to
             explain instead of the detections.
         labels (array-like, optional): (K,) class of each box.
-        **explainer_kw: more explainer options (``chunk_size``, ``exact``).
+        path (str): ``auto`` (default), ``exact`` or ``fast`` (see
+            :class:`~mmdet_odam.explainers.targets.ExplainPath`;
+            :func:`explain_support` says which path each target takes).
+        **explainer_kw: more explainer options (``chunk_size``,
+            ``verify``; ``exact`` is the older spelling of ``path``).
 
     Returns:
         Explanation: maps (K, H, W) per target at the original resolution.
     """
     explainer = build_explainer(model, method=method, targets=targets,
                                 layer=layer, smoothing=smoothing,
-                                grad_mode=grad_mode, **explainer_kw)
+                                grad_mode=grad_mode,
+                                **_path_kw(path, explainer_kw))
     inputs, samples = prepare_inputs(model, img)
     if boxes is not None:
         boxes = [torch.as_tensor(np.asarray(boxes, dtype=np.float32))

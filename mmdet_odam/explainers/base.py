@@ -5,17 +5,23 @@ Everything an explainer changes on the user's model (training flags,
 :func:`model_guard` and is restored on exit, also when an exception is
 raised mid-way.
 """
+import logging
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..core import minmax_normalize
+from .builder import EXPLAINERS
 from .results import Explanation
+from .support_report import PathChoice
 from .targets import (BASE_TARGETS, ExplainPath, Target, expand_targets,
                       parse_grad_mode, parse_path, parse_smoothing,
                       parse_targets)
+from .verify import Verify, mark_verified, needs_check, parse_verify, \
+    predict_mismatch
 
 
 class HookList:
@@ -100,12 +106,17 @@ class BaseExplainer:
             :class:`~mmdet_odam.explainers.targets.ExplainPath`.
         exact (bool | str, optional): older spelling of ``path``
             (``True`` = ``'exact'``, ``False`` = ``'fast'``).
+        verify (str): compare the explained detections with
+            ``model.predict`` on the first call (``'once'``, default), on
+            every call (``'always'``) or never (``'never'``); see
+            :mod:`mmdet_odam.explainers.verify`.
     """
     method = 'odam'
 
     def __init__(self, model: nn.Module, targets=('cls', ), layer=None,
                  smoothing='gaussian', grad_mode='pos_relu',
-                 chunk_size: int = 16, path=None, exact=None, **kwargs):
+                 chunk_size: int = 16, path=None, exact=None,
+                 verify='once', **kwargs):
         if kwargs:
             raise TypeError(f'Unknown explainer options: {sorted(kwargs)}')
         self.model = model
@@ -117,6 +128,7 @@ class BaseExplainer:
             raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         self.chunk_size = int(chunk_size)
         self.path: ExplainPath = parse_path(path, exact)
+        self.verify: Verify = parse_verify(verify)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f'layer must be a module name or None, got '
                             f'{type(layer).__name__}')
@@ -170,12 +182,62 @@ class BaseExplainer:
             raise ValueError(f'boxes must hold one entry per image '
                              f'({len(data_samples)}), got {len(boxes)}')
         with model_guard(self.model) as hooks:
-            return self._explain(inputs, data_samples, hooks, score_thr,
-                                 topk, boxes, labels)
+            out = self._explain(inputs, data_samples, hooks, score_thr,
+                                topk, boxes, labels)
+        if boxes is not None or not self.mirrors_predict or \
+                not needs_check(self.model, type(self), self.verify):
+            return out
+        with model_guard(self.model, freeze=False):
+            why = predict_mismatch(self.model, inputs, data_samples, out,
+                                   score_thr, topk)
+        if why is None:
+            mark_verified(self.model, type(self))
+            return out
+        return self._on_mismatch(why, inputs, data_samples, score_thr, topk)
+
+    #: Whether this explainer re-implements mmdet's post-processing (its
+    #: detections are then checked against ``model.predict``).
+    mirrors_predict = True
+
+    def _on_mismatch(self, why: str, inputs, data_samples, score_thr,
+                     topk) -> List[Explanation]:
+        """Explained detections differ from ``predict``: ODAM falls back to
+        the exact generic path (logged); other methods raise."""
+        msg = (f'{type(self).__name__}: the detections it explains are not '
+               f'those of {type(self.model).__name__}.predict ({why})')
+        if self.method != 'odam':
+            raise RuntimeError(msg)
+        print_log(f'{msg}; explaining with the exact generic path instead',
+                  'current', logging.WARNING)
+        generic = EXPLAINERS.get('odam_generic')(
+            self.model, targets=self.targets, layer=None,
+            smoothing=self.smoothing, grad_mode=self.grad_mode,
+            chunk_size=self.chunk_size, path=ExplainPath.EXACT,
+            verify='never')
+        return generic.explain(inputs, data_samples, score_thr, topk)
 
     def _explain(self, inputs, data_samples, hooks, score_thr, topk, boxes,
                  labels) -> List[Explanation]:
         raise NotImplementedError
+
+    # -- path report ---------------------------------------------------
+    #: Name of the adapter this explainer implements (see
+    #: :mod:`mmdet_odam.adapters`).
+    adapter = 'generic'
+
+    def path_choices(self) -> List[PathChoice]:
+        """The gradient path of each requested target (and why), as
+        :func:`mmdet_odam.apis.explain_support` reports it."""
+        path, exact, layer, reasons = self.plan()
+        name = next((k for k, v in EXPLAINERS.module_dict.items()
+                     if v is type(self)), type(self).__name__)
+        return [PathChoice(t.value, self.adapter, name, path, exact, layer,
+                           tuple(reasons)) for t in self.targets]
+
+    def plan(self):
+        """``(path, exact, layer, reasons)`` of this explainer's maps;
+        override in explainers whose path depends on the model."""
+        return self.method, False, str(self.layer), ()
 
     # -- helpers for subclasses ----------------------------------------
     def finalize_maps(self, raw: Dict[Target, Tensor],

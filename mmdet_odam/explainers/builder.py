@@ -4,46 +4,40 @@ Other explanation methods register with ``@EXPLAINERS.register_module()``
 (e.g. ``name='gradcam'``) and are built by ``build_explainer(model,
 method='gradcam', **kw)``.
 """
+import logging
+
+from mmengine.logging import print_log
 from mmengine.registry import Registry
+
+from ..adapters import resolve
 
 EXPLAINERS = Registry('explainer')
 
-ODAM_METHODS = ('odam', )
 
-
-def _is_two_stage(model) -> bool:
-    from mmdet.models.detectors import TwoStageDetector
-    return isinstance(model, TwoStageDetector)
-
-
-def _is_dense(model) -> bool:
-    from mmdet.models.dense_heads import ATSSHead, FCOSHead, RetinaHead
-    from mmdet.models.detectors import SingleStageDetector
-    head = getattr(model, 'bbox_head', None)
-    return isinstance(model, SingleStageDetector) and isinstance(
-        head, (FCOSHead, RetinaHead, ATSSHead))
+def odam_explainer_name(model) -> str:
+    """Registry name of the ODAM explainer whose adapter accepts ``model``
+    (see :func:`mmdet_odam.adapters.resolve`); logs why the specific
+    adapters declined when the generic path is chosen."""
+    res = resolve(model)
+    if res.adapter.name == 'generic' and res.declined:
+        print_log(f'{type(model).__name__}: exact generic autograd path '
+                  f'({res.summary()})', 'current', logging.INFO)
+    return res.adapter.explainer
 
 
 def build_explainer(model, method: str = 'odam', **kwargs):
     """Build the explainer for ``model``.
 
-    ``method='odam'`` dispatches on the detector: FCOS / RetinaNet / ATSS
-    single-stage detectors -> ``DenseHeadExplainer``; two-stage detectors ->
-    ``TwoStageExplainer``; anything else -> ``GenericExplainer``. Other
-    methods (``gradcam``, ``gradcampp``, ``drise``...) are looked up in
-    :data:`EXPLAINERS` (every module of :mod:`mmdet_odam.explainers`
-    registers on import of the package).
+    ``method='odam'`` picks the explainer by what the detector is, not by its
+    class name: each adapter probes the model (:mod:`mmdet_odam.adapters`)
+    and the exact generic autograd explainer takes every detector the
+    specific ones decline. Other methods (``gradcam``, ``gradcampp``,
+    ``drise``...) and the explicit ODAM explainers (``odam_dense``,
+    ``odam_two_stage``, ``odam_generic``) are looked up in
+    :data:`EXPLAINERS`.
     """
     method = str(method).lower()
-    if method == 'odam':
-        if _is_dense(model):
-            name = 'odam_dense'
-        elif _is_two_stage(model):
-            name = 'odam_two_stage'
-        else:
-            name = 'odam_generic'
-    else:
-        name = method
+    name = odam_explainer_name(model) if method == 'odam' else method
     if name not in EXPLAINERS.module_dict:
         valid = sorted(set(EXPLAINERS.module_dict) | {'odam'})
         raise ValueError(f'Unknown explanation method {method!r}; valid: '

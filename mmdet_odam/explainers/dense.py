@@ -44,94 +44,20 @@ from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     level_to_padded, match_boxes, max_kernel_radius, odam_raw,
                     paste_patches, render_local, row_grads, top_scoring)
 from ..core.smoothing import MAX_SIGMA
+from ..adapters.dense import (has_group_norm, layer_radius, level_call_args,
+                              patch_path_support, probe_dense_detector,
+                              receptive_radius, supports_patch_path,
+                              tower_layers)
+from ..adapters.support import equivalent_override
 from ..nms.odam_nms import check_test_cfg_nms
+from ..paths import level_groups, scalar_grads
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
 from .reversed_head import (forward_recording, reversed_head_maps,
                             reversed_head_spec)
-from .targets import (BOX_TARGETS, Target, box_target, parse_grad_mode,
-                      parse_smoothing, parse_target)
-
-# ----------------------------------------------------------------------
-# head structure
-# ----------------------------------------------------------------------
-
-
-def tower_layers(head: nn.Module) -> List[nn.Module]:
-    """The tower layers (``cls_convs`` + ``reg_convs``) of a dense head."""
-    out = []
-    for name in ('cls_convs', 'reg_convs'):
-        out += list(getattr(head, name, []) or [])
-    return out
-
-
-def _layer_radius(layer: nn.Module) -> int:
-    convs = [m for m in layer.modules()
-             if isinstance(m, nn.modules.conv._ConvNd)]
-    others = [
-        m for m in layer.modules()
-        if not list(m.children()) and not isinstance(
-            m, (nn.Conv2d, nn.GroupNorm, nn.modules.batchnorm._BatchNorm,
-                nn.ReLU, nn.LeakyReLU, nn.Identity, nn.SiLU, nn.GELU))
-    ]
-    if others or any(type(c) is not nn.Conv2d for c in convs):
-        raise NotImplementedError(
-            f'patch path supports plain Conv2d/GN/BN/activation towers, got '
-            f'{type(layer).__name__}; use exact=True')
-    r = 0
-    for c in convs:
-        k, d, s, p = c.kernel_size, c.dilation, c.stride, c.padding
-        if k[0] != k[1] or s != (1, 1) or p[0] != (k[0] - 1) // 2 * d[0]:
-            raise NotImplementedError(
-                'patch path needs stride-1 "same" square convs; use '
-                'exact=True')
-        r += (k[0] - 1) // 2 * d[0]
-    return r
-
-
-def receptive_radius(head: nn.Module) -> int:
-    """R = max tower radius + max prediction-conv radius (in cells)."""
-    towers = [list(getattr(head, n, []) or []) for n in
-              ('cls_convs', 'reg_convs')]
-    tower_r = max([sum(_layer_radius(m) for m in t) for t in towers] + [0])
-    preds = [m for m in head.children() if isinstance(m, nn.Conv2d)]
-    if not preds:
-        raise NotImplementedError(f'{type(head).__name__} has no prediction '
-                                  f'convs; use exact=True')
-    return tower_r + max(_layer_radius(p) for p in preds)
-
-
-def has_group_norm(head: nn.Module) -> bool:
-    """Whether ``head`` normalises with GroupNorm (the patch path then
-    freezes the statistics: an approximation, see the module doc)."""
-    return any(isinstance(m, nn.GroupNorm) for m in head.modules())
-
-
-def supports_patch_path(head: nn.Module) -> bool:
-    """Whether :func:`dense_candidate_maps`' patch path applies to ``head``."""
-    try:
-        receptive_radius(head)
-        _level_call_args(head, 0)
-    except (NotImplementedError, AttributeError, IndexError):
-        return False
-    return hasattr(head, 'prior_generator') and hasattr(head, 'bbox_coder')
-
-
-def _level_call_args(head: nn.Module, level: int) -> tuple:
-    """Extra positional args of ``head.forward_single`` for a level."""
-    args = []
-    params = list(inspect.signature(head.forward_single).parameters)[1:]
-    for name in params:
-        if name == 'scale':
-            args.append(head.scales[level])
-        elif name == 'stride':
-            args.append(head.strides[level])
-        else:
-            raise NotImplementedError(
-                f'{type(head).__name__}.forward_single({name}=...) is not '
-                f'supported by the patch path; use exact=True')
-    return tuple(args)
+from .targets import (BOX_TARGETS, ExplainPath, Target, box_target,
+                      parse_grad_mode, parse_smoothing, parse_target)
 
 
 def _num_priors(head) -> int:
@@ -172,7 +98,7 @@ def head_forward_with_stats(head: nn.Module, feats: Sequence[Tensor]):
         for lvl, f in enumerate(feats):
             cur['level'] = lvl
             per_level.append(head.forward_single(f,
-                                                 *_level_call_args(head, lvl)))
+                                                 *level_call_args(head, lvl)))
     finally:
         hooks.remove()
     outs = tuple(list(o) for o in zip(*per_level))
@@ -330,8 +256,8 @@ def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
     for name in ('cls_convs', 'reg_convs'):
         off = 0
         for layer in list(getattr(head, name, []) or []):
-            off += _layer_radius(layer)
-            crops[id(layer)] = (_layer_radius(layer), off)
+            off += layer_radius(layer)
+            crops[id(layer)] = (layer_radius(layer), off)
 
     def mask_hook(mod, inp, out):
         r, off = crops[id(mod)]
@@ -375,7 +301,7 @@ def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
                     x = x.detach().requires_grad_(True)
                 ctx.update(level=lvl, img_inds=img_inds[rows],
                            mask=big_mask[:, :, rs:rs + p, rs:rs + p])
-                outs = head.forward_single(x, *_level_call_args(head, lvl))
+                outs = head.forward_single(x, *level_call_args(head, lvl))
                 vec = [o[:, :, (o.shape[-2] - 1) // 2, (o.shape[-1] - 1) // 2]
                        for o in outs]
                 st = torch.full((len(rows), ), strides[lvl][1],
@@ -515,11 +441,16 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
                      smoothing='gaussian', grad_mode='pos_relu',
                      chunk_size: int = 16, boxes: Optional[Tensor] = None,
                      hooks: Optional[HookList] = None, grad_weights=None):
-    """Exact per-candidate maps by (chunked, batched) autograd.
+    """Exact per-candidate maps by autograd.
 
-    ``layer=None``: each candidate's own FPN level; ``'neck'``/any module
-    name: that module's output (all of its maps, summed after rendering).
-    The model's parameters should not require grad (see ``model_guard``).
+    ``layer=None``: each candidate's own FPN level, by the backward of that
+    level's head forward of that image only (:mod:`mmdet_odam.paths.
+    level_autograd`; GroupNorm statistics included, so exact); heads whose
+    ``forward_single`` takes other arguments than ``scale`` / ``stride``
+    back-propagate through the whole head. ``'neck'``/any module name: that
+    module's output (all of its maps, summed after rendering), chunked
+    batched autograd through the model. The model's parameters should not
+    require grad (see ``model_guard``).
 
     Returns:
         tuple: ``pieces`` dict target -> list of pieces, and the decoded
@@ -528,6 +459,47 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
     smoothing = parse_smoothing(smoothing).value
     grad_mode = parse_grad_mode(grad_mode)
     head = model.bbox_head
+    call_args = None
+    if layer is None:
+        try:
+            call_args = [level_call_args(head, lvl) for lvl in
+                         range(len(head.prior_generator.strides))]
+        except (NotImplementedError, AttributeError, IndexError):
+            call_args = None
+    if call_args is not None:  # own level and image only
+        with torch.no_grad():
+            feats = model.extract_feat(inputs)
+        mlvl_priors = _mlvl_priors(head, feats)
+        strides = _level_strides(head)
+        a = _num_priors(head)
+        dec = feats[0].new_zeros(labels.shape[0], 4)
+        pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
+        for img, lvl, rows in level_groups(img_inds, level_ids):
+            x = feats[lvl][img:img + 1].detach().requires_grad_(True)
+            cells = loc_inds[rows] // a
+            w = x.shape[-1]
+            with torch.enable_grad():
+                outs = head.forward_single(x, *call_args[lvl])
+                vecs = [o[0][:, cells // w, cells % w].t() for o in outs]
+                ys = candidate_scalars(
+                    head, vecs[0], vecs[1], vecs[2] if len(vecs) > 2 else
+                    None, loc_inds[rows] % a, labels[rows],
+                    mlvl_priors[lvl][loc_inds[rows]],
+                    x.new_full((len(rows), ), strides[lvl][1]))
+            dec[rows] = ys.pop('boxes').detach()
+            sb = dec[rows] if boxes is None else boxes[rows].to(dec)
+            sig = box_sigmas(box_wh_in_cells(sb, strides[lvl]))
+            feat = x.detach()
+            for t in targets:
+                for idx, g in scalar_grads(ys[t], x, chunk_size):
+                    if smoothing == 'gaussian':
+                        g = gaussian_smooth(g, sig[idx])
+                    f = feat.expand(len(idx), -1, -1, -1)
+                    if grad_weights is not None:  # Grad-CAM(++)
+                        g = grad_weights(g, f)
+                    m = apply_grad_mode(odam_raw(g, f), grad_mode)
+                    pieces[t].append((rows[idx], strides[lvl], m.detach()))
+        return pieces, dec
     own = hooks is None
     hooks = hooks or HookList()
     store: Dict = {}
@@ -798,6 +770,7 @@ class OdamDenseHeadMixin:
         self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
         check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build
 
+    @equivalent_override
     def predict(self, x, batch_data_samples, rescale: bool = False):
         """``BaseDenseHead.predict``; with Odam-NMS on a head the reversed
         head supports, the forward also records what the candidate maps
@@ -818,6 +791,7 @@ class OdamDenseHeadMixin:
         finally:
             self._odam_feats = self._odam_record = None
 
+    @equivalent_override
     def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
                         batch_img_metas=None, cfg=None, rescale=False,
                         with_nms=True):
@@ -846,6 +820,44 @@ class DenseHeadExplainer(BaseExplainer):
     ``exact=False`` takes the patch path wherever it applies, also on GN
     heads (frozen GN statistics, see module doc).
     """
+
+    def __init__(self, model, *args, **kwargs):
+        support = probe_dense_detector(model)
+        if not support.ok:
+            hint = ("method='odam' picks the exact generic path for it"
+                    if self.method == 'odam' else "use method='odam' or "
+                    "'drise'")
+            raise ValueError(
+                f'{self.method} ({type(self).__name__}) does not support '
+                f'{type(model).__name__}: {"; ".join(support.reasons)}; '
+                f'{hint}')
+        super().__init__(model, *args, **kwargs)
+
+    adapter = 'dense'
+
+    def plan(self):
+        """Mirror of the path choice in :meth:`_explain`."""
+        head = self.head
+        layer = self.layer or 'fpn_level'
+        if getattr(self, 'grad_weights', None) is not None:
+            return 'level_autograd', True, layer, ()
+        if self.layer is not None:
+            return 'autograd', True, layer, ()
+        patch = patch_path_support(head)
+        if not patch.ok:
+            return 'level_autograd', True, layer, patch.reasons
+        gn = has_group_norm(head)
+        if self.path == ExplainPath.EXACT:
+            return 'level_autograd', True, layer, ()
+        if gn and self.path == ExplainPath.AUTO:
+            return 'level_autograd', True, layer, (
+                'GroupNorm head: the patch path freezes the GN statistics '
+                "(path='fast' takes it anyway)", )
+        if gn:
+            return 'patch', False, layer, (
+                'frozen GroupNorm statistics (an approximation of the '
+                'gradient)', )
+        return 'patch', True, layer, ()
 
     def check_layer(self, layer):
         if layer in (None, 'fpn_level'):
@@ -897,7 +909,8 @@ class DenseHeadExplainer(BaseExplainer):
                 for m in metas
             ]
         grad_weights = getattr(self, 'grad_weights', None)
-        exact = has_group_norm(head) if self.exact == 'auto' else self.exact
+        exact = self.path == ExplainPath.EXACT or (
+            self.path == ExplainPath.AUTO and has_group_norm(head))
         use_exact = exact or self.layer is not None or \
             grad_weights is not None or \
             not supports_patch_path(head)

@@ -181,6 +181,16 @@ class GenericExplainer(BaseExplainer):
     path has no access to a family's pre-NMS candidates.
     """
 
+    mirrors_predict = False  # its detections are predict's own
+    adapter = 'generic'
+
+    def plan(self):
+        from ..adapters import resolve
+        declined = [f'{name} adapter: {"; ".join(r)}'
+                    for name, r in resolve(self.model).declined]
+        return ('autograd', True, self.layer or self.default_layer(),
+                declined)
+
     def default_layer(self) -> str:
         neck = getattr(self.model, 'neck', None)
         return 'neck' if neck is not None else 'backbone'

@@ -46,19 +46,14 @@ def gradcampp_weights(grad: Tensor, feat: Tensor,
 
 @EXPLAINERS.register_module(name='gradcam')
 class GradCAMExplainer(DenseHeadExplainer):
-    """Grad-CAM for FCOS / RetinaNet / ATSS detectors: ODAM's per-detection
+    """Grad-CAM for single-stage detectors the dense adapter accepts
+    (FCOS / RetinaNet / ATSS-like heads): ODAM's per-detection
     gradients (exact autograd), spatially averaged per channel. Smoothing of
     the gradient is off by default (it does not change a spatial mean)."""
     method = 'gradcam'
     grad_weights = staticmethod(gradcam_weights)
 
     def __init__(self, model, *args, smoothing='none', **kwargs):
-        from .builder import _is_dense
-        if not _is_dense(model):
-            raise ValueError(
-                f'{self.method} is implemented for single-stage detectors '
-                f'with FCOS / RetinaNet / ATSS heads, got '
-                f'{type(model).__name__}; use odam or drise')
         super().__init__(model, *args, smoothing=smoothing, **kwargs)
 
 

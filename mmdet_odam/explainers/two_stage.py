@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ..core import (apply_grad_mode, box_sigmas, check_boxes,
                     gaussian_smooth, kernel_radius, level_to_padded,
                     match_boxes, top_scoring)
+from ..adapters.roi import check_roi_head, probe_two_stage_detector
 from .base import BaseExplainer
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -66,34 +67,6 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 # ---------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------
-def check_roi_head(roi_head: nn.Module) -> None:
-    """Raise ``ValueError`` if ``roi_head`` is not supported by the batched
-    two-stage path (single-stage bbox head on mmcv ``RoIAlign`` layers)."""
-    name = type(roi_head).__name__
-    if not hasattr(roi_head, 'bbox_roi_extractor') or \
-            not hasattr(roi_head, 'bbox_head') or \
-            isinstance(roi_head.bbox_head, nn.ModuleList):
-        raise ValueError(
-            f'{name} is not supported by the batched two-stage explainer '
-            '(needs a StandardRoIHead-like head with one bbox_head, e.g. '
-            'Faster R-CNN); use GenericExplainer (cascade heads, ...)')
-    ext = roi_head.bbox_roi_extractor
-    if not hasattr(ext, 'map_roi_levels') or not hasattr(ext, 'roi_layers'):
-        raise ValueError(
-            f'RoI extractor {type(ext).__name__} is not supported (needs '
-            'SingleRoIExtractor); use GenericExplainer')
-    for layer in ext.roi_layers:
-        if not isinstance(layer, RoIAlign) or layer.pool_mode != 'avg' or \
-                getattr(layer, 'use_torchvision', False):
-            raise ValueError(
-                'The batched two-stage explainer needs mmcv RoIAlign layers '
-                f"with pool_mode='avg' (linear in the feature), got "
-                f'{layer!r}; use GenericExplainer')
-    if getattr(roi_head.bbox_head, 'custom_cls_channels', False):
-        raise ValueError('bbox heads with a custom class activation are not '
-                         'supported; use GenericExplainer')
-
-
 # ---------------------------------------------------------------------------
 # RoIAlign adjoint
 # ---------------------------------------------------------------------------
@@ -801,14 +774,30 @@ class TwoStageExplainer(BaseExplainer):
                              'GenericExplainer')
         self.chunk_bytes = int(chunk_bytes)
         self.fallback = None
-        try:
-            check_roi_head(model.roi_head)
-        except ValueError as e:
+        support = probe_two_stage_detector(model)
+        if not support.ok:
+            reason = '; '.join(support.reasons)
             if self.layer in ROI_ALIASES:
-                raise
-            self.fallback = str(e)
-            print_log(f'{e}; using the exact autograd path', 'current',
+                raise ValueError(f"layer='roi' needs the batched two-stage "
+                                 f'path: {reason}')
+            self.fallback = reason
+            print_log(f'{reason}; using the exact autograd path', 'current',
                       logging.WARNING)
+
+    adapter = 'two_stage'
+
+    def plan(self):
+        name = self.layer_name
+        if self.fallback or name not in (FPN_LEVEL, ROI):
+            why = ([f'two_stage adapter: {self.fallback}']
+                   if self.fallback else [f'layer {name!r}: autograd'])
+            layer = name if name not in (FPN_LEVEL, ROI) else (
+                'neck' if getattr(self.model, 'neck', None) is not None
+                else 'backbone')
+            return 'autograd', True, layer, why
+        if name == ROI:
+            return 'roi_features', True, ROI, ()
+        return 'roi_adjoint', True, FPN_LEVEL, ()
 
     def check_layer(self, layer):
         if layer is None or layer == FPN_LEVEL or layer in ROI_ALIASES:

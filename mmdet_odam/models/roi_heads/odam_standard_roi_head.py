@@ -3,6 +3,7 @@ tracking (``roi_inds``), Odam-NMS and Odam-Train."""
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.registry import MODELS
 
+from ...adapters.support import equivalent_override
 from ...explainers.two_stage import predict_bbox_with_inds
 from ...nms.odam_nms import check_test_cfg_nms
 from .odam_train_mixin import OdamTrainRoIMixin
@@ -15,6 +16,7 @@ class OdamRoIPredictMixin:
     ``test_cfg.nms.type == 'odam_nms'`` (kept rows get ``odam_maps``,
     (K, H_o, W_o) on the Odam-NMS grid)."""
 
+    @equivalent_override
     def predict_bbox(self, x, batch_img_metas, rpn_results_list,
                      rcnn_test_cfg, rescale: bool = False):
         return predict_bbox_with_inds(self, x, batch_img_metas,
