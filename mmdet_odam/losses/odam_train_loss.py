@@ -24,6 +24,16 @@ Variants of the authors' public code (github.com/Cyang-Zhao/ODAM,
   (their Faster R-CNN code).
 * :class:`PairNorm` ``image``: each image's loss is divided by its own pair
   count and the images are summed (their FCOS code, with loss weight 0.5).
+
+Not from the paper nor the authors (see ``docs/odam_train_diagnosis.md``):
+
+* :class:`PairNorm` ``balanced``: each term is the mean over its own pairs,
+  ``L_con / N_pos + L_sep / N_neg``. With one reference per object an image
+  of R objects has R - 1 negative pairs per positive one, so under ``batch``
+  the separation term outweighs consistency R - 1 : 1 in crowds.
+* ``detach_reference``: ``H_best`` is a fixed target of its pairs (no
+  gradient through the reference side of a pair; it still gets gradients
+  as a sample of its own and of the other objects' pairs).
 * ``min_objects`` (default 2): images with fewer objects that have positive
   samples contribute nothing, like the authors' data loader, which drops
   batches with an image of < 2 GT boxes. With 1, single-object images still
@@ -70,9 +80,11 @@ class NegativeMode(str, Enum):
 class PairNorm(str, Enum):
     """``batch``: (L_con + L_sep) / N over the batch (paper, default);
     ``image``: per-image division by its pairs, summed over images
-    (authors' FCOS code)."""
+    (authors' FCOS code); ``balanced``: L_con / N_pos + L_sep / N_neg over
+    the batch, each term the mean over its own pairs."""
     BATCH = 'batch'
     IMAGE = 'image'
+    BALANCED = 'balanced'
 
 
 def _check_inputs(maps: Tensor, gt_inds: Tensor, ious: Tensor,
@@ -182,7 +194,9 @@ def odam_pair_losses(maps: Tensor,
                      negatives: Union[str, NegativeMode] = 'all',
                      iou_weighted: bool = False,
                      min_objects: int = 2,
-                     eps: float = 1e-4) -> Tuple[Tensor, Tensor, Tensor]:
+                     eps: float = 1e-4,
+                     detach_reference: bool = False
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-image sums of Eq. 3.
 
     Args:
@@ -192,12 +206,14 @@ def odam_pair_losses(maps: Tensor,
         img_inds (Tensor): (N,) image index of each prediction.
         boxes (Tensor, optional): (N, 4) xyxy predicted boxes; needed by
             ``negatives='overlap'``.
-        reference, negatives, iou_weighted, min_objects, eps: see module doc.
+        reference, negatives, iou_weighted, min_objects, eps,
+            detach_reference: see module doc.
 
     Returns:
-        tuple[Tensor]: ``con`` (B,), ``sep`` (B,) loss sums and ``pairs`` (B,)
-        pair counts (float), one entry per distinct image index (ascending).
-        Images that are skipped have zeros.
+        tuple[Tensor]: ``con`` (B,), ``sep`` (B,) loss sums, ``n_pos`` (B,)
+        and ``n_neg`` (B,) positive / negative pair counts (float), one
+        entry per distinct image index (ascending). Images that are skipped
+        have zeros.
     """
     maps = _check_inputs(maps, gt_inds, ious, img_inds, boxes)
     reference = parse_enum(ReferenceMode, reference, 'reference')
@@ -209,7 +225,7 @@ def odam_pair_losses(maps: Tensor,
     unit = F.normalize(maps.float(), dim=1, eps=1e-12)
     ious = ious.detach().float()
     zero = maps.sum() * 0.
-    cons, seps, pairs = [], [], []
+    cons, seps, n_pos, n_neg = [], [], [], []
     all_inds = torch.arange(maps.size(0), device=maps.device)
     for img in torch.unique(img_inds):
         inds = all_inds[img_inds == img]
@@ -218,7 +234,8 @@ def odam_pair_losses(maps: Tensor,
         if objs.numel() < max(min_objects, 1):
             cons.append(zero)
             seps.append(zero)
-            pairs.append(zero.detach())
+            n_pos.append(zero.detach())
+            n_neg.append(zero.detach())
             continue
         iou = ious[inds]
         # references: sort by IoU (desc, stable), then by object (stable);
@@ -232,7 +249,8 @@ def odam_pair_losses(maps: Tensor,
         if reference == ReferenceMode.IMAGE:
             ref = ref[torch.sort(-iou[ref], stable=True)[1][:1]]
         h = unit[inds]
-        cos = (h[ref] @ h.t()).clamp(eps, 1 - eps)  # (R, n)
+        h_ref = h[ref].detach() if detach_reference else h[ref]
+        cos = (h_ref @ h.t()).clamp(eps, 1 - eps)  # (R, n)
         pos = g[ref][:, None] == g[None, :]
         neg = ~pos
         if negatives == NegativeMode.OVERLAP:
@@ -246,11 +264,13 @@ def odam_pair_losses(maps: Tensor,
             w = w * ratio
         cons.append(-(w * torch.log(cos)).sum())
         seps.append(-(neg.to(cos.dtype) * torch.log1p(-cos)).sum())
-        pairs.append((pos.sum() + neg.sum()).to(cos.dtype))
+        n_pos.append(pos.sum().to(cos.dtype))
+        n_neg.append(neg.sum().to(cos.dtype))
     if not cons:
         empty = zero.reshape(1)[:0]
-        return empty, empty, empty.detach()
-    return torch.stack(cons), torch.stack(seps), torch.stack(pairs)
+        return empty, empty, empty.detach(), empty.detach()
+    return (torch.stack(cons), torch.stack(seps), torch.stack(n_pos),
+            torch.stack(n_neg))
 
 
 def odam_train_loss(maps: Tensor,
@@ -263,24 +283,29 @@ def odam_train_loss(maps: Tensor,
                     iou_weighted: bool = False,
                     normalize: Union[str, PairNorm] = 'batch',
                     min_objects: int = 2,
-                    eps: float = 1e-4) -> Tuple[Tensor, Tensor]:
+                    eps: float = 1e-4,
+                    detach_reference: bool = False) -> Tuple[Tensor, Tensor]:
     """Normalised consistency and separation losses (no loss weight).
 
     Returns:
         tuple[Tensor, Tensor]: scalars ``(L_con / N, L_sep / N)`` for
         ``normalize='batch'``; for ``'image'`` the sums over images of each
-        image's ``L / N_img``. Zero (still attached to ``maps``' graph) when
+        image's ``L / N_img``; for ``'balanced'`` ``(L_con / N_pos,
+        L_sep / N_neg)``. Zero (still attached to ``maps``' graph) when
         there are no pairs.
     """
     normalize = parse_enum(PairNorm, normalize, 'normalize')
-    con, sep, pairs = odam_pair_losses(maps, gt_inds, ious, img_inds, boxes,
-                                       reference, negatives, iou_weighted,
-                                       min_objects, eps)
+    con, sep, n_pos, n_neg = odam_pair_losses(
+        maps, gt_inds, ious, img_inds, boxes, reference, negatives,
+        iou_weighted, min_objects, eps, detach_reference)
     zero = maps.sum() * 0.
     if normalize == PairNorm.BATCH:
-        n = pairs.sum().clamp(min=1.)
+        n = (n_pos + n_neg).sum().clamp(min=1.)
         return zero + con.sum() / n, zero + sep.sum() / n
-    n = pairs.clamp(min=1.)
+    if normalize == PairNorm.BALANCED:
+        return (zero + con.sum() / n_pos.sum().clamp(min=1.),
+                zero + sep.sum() / n_neg.sum().clamp(min=1.))
+    n = (n_pos + n_neg).clamp(min=1.)
     return zero + (con / n).sum(), zero + (sep / n).sum()
 
 
@@ -302,7 +327,8 @@ class OdamTrainLoss(nn.Module):
         reference (str | ReferenceMode): ``object`` (paper) or ``image``.
         negatives (str | NegativeMode): ``all`` (paper) or ``overlap``.
         iou_weighted (bool): IoU-weight positive pairs (authors' R-CNN).
-        normalize (str | PairNorm): ``batch`` (paper) or ``image``.
+        normalize (str | PairNorm): ``batch`` (paper), ``image`` (authors'
+            FCOS) or ``balanced`` (each term over its own pairs).
         min_objects (int): Images with fewer objects are skipped. Default 2.
         max_samples (int, optional): Per-image cap on samples (top IoU).
             Defaults to 300 (authors' ``max_train_cam_sample``).
@@ -316,6 +342,9 @@ class OdamTrainLoss(nn.Module):
         smoothing (str): Smoothing of the maps the heads render; ``none``
             (default, authors' training code) or ``gaussian``.
         grad_mode (str): Gradient mode of the maps. Defaults to ``pos_relu``.
+        detach_reference (bool): ``H_best`` as a fixed target of its pairs.
+            Defaults to False (the paper and the authors' code do not
+            detach it).
     """
 
     def __init__(self,
@@ -332,7 +361,8 @@ class OdamTrainLoss(nn.Module):
                  map_size: Optional[Sequence[int]] = None,
                  map_stride: int = 16,
                  smoothing: str = 'none',
-                 grad_mode: str = 'pos_relu') -> None:
+                 grad_mode: str = 'pos_relu',
+                 detach_reference: bool = False) -> None:
         super().__init__()
         if not float(loss_weight) >= 0:
             raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
@@ -366,6 +396,7 @@ class OdamTrainLoss(nn.Module):
                              f"none, gaussian")
         self.smoothing = smoothing
         self.grad_mode = grad_mode
+        self.detach_reference = bool(detach_reference)
 
     def out_size(self, batch_input_shape: Sequence[int]) -> Tuple[int, int]:
         """(H, W) the heads render maps at for a padded input (H_in, W_in)."""
@@ -408,7 +439,8 @@ class OdamTrainLoss(nn.Module):
         con, sep = odam_train_loss(maps, gt_inds, ious, img_inds, boxes,
                                    self.reference, self.negatives,
                                    self.iou_weighted, self.normalize,
-                                   self.min_objects, self.eps)
+                                   self.min_objects, self.eps,
+                                   self.detach_reference)
         return dict(
             loss_odam_con=con * self.loss_weight,
             loss_odam_sep=sep * self.loss_weight)

@@ -167,3 +167,75 @@ def test_select_per_object_keeps_references():
     assert keep.tolist() == [0, 1, 3, 4, 5, 6]
     keep = select_odam_samples(ious, img, gt, max_per_object=1)
     assert keep.tolist() == [1, 4, 5]
+
+
+def _two_objects_pattern(maps):
+    gt = torch.tensor([0, 0, 1, 1])
+    ious = torch.tensor([0.9, 0.5, 0.8, 0.6])
+    return maps, gt, ious, torch.zeros(4, dtype=torch.long)
+
+
+def test_identical_maps_hand_values():
+    # every map the same: all 8 cosines clamp to 1 - eps. 2 refs x 4 samples
+    # = 8 pairs: 4 positive (-log(1 - eps)), 4 negative (-log(eps))
+    maps = torch.ones(4, 6, requires_grad=True)
+    con, sep = odam_train_loss(*_two_objects_pattern(maps))
+    assert con.item() == pytest.approx(4 * L1 / 8, abs=1e-7)
+    # float32: 1 - (1 - eps) carries a relative error ~1e-5
+    assert sep.item() == pytest.approx(4 * -math.log(EPS) / 8, rel=1e-4)
+    # balanced: each term the mean over its own 4 pairs
+    con, sep = odam_train_loss(*_two_objects_pattern(maps),
+                               normalize='balanced')
+    assert con.item() == pytest.approx(L1, abs=1e-6)
+    assert sep.item() == pytest.approx(-math.log(EPS), rel=1e-4)
+
+
+def test_orthogonal_maps_are_the_minimum():
+    # each object's maps on its own pixels: cos 1 within, 0 across -> every
+    # pair at its clamp, the smallest value the loss can take
+    maps = torch.tensor([[1., 1., 0., 0.], [2., 2., 0., 0.],
+                         [0., 0., 3., 1.], [0., 0., 3., 1.]])
+    con, sep = odam_train_loss(*_two_objects_pattern(maps))
+    assert con.item() == pytest.approx(4 * L1 / 8, abs=1e-7)
+    assert sep.item() == pytest.approx(4 * L1 / 8, abs=1e-7)
+    noisy = maps + 0.3 * torch.rand(4, 4, generator=torch.Generator()
+                                    .manual_seed(0))
+    c2, s2 = odam_train_loss(*_two_objects_pattern(noisy))
+    assert c2.item() > con.item() and s2.item() > sep.item()
+
+
+def test_balanced_norm_and_crowd_weighting():
+    # R objects with one sample each (the ref): R positive pairs, R(R-1)
+    # negative ones. Under 'batch' the separation term carries (R-1)/R of
+    # the pairs; 'balanced' divides each sum by its own count.
+    r = 5
+    maps = torch.eye(r) + 0.5  # cos(i, j) = c for i != j
+    c = (2 * 0.5 * 1.5 + 0.25 * (r - 2)) / (1.5 ** 2 + 0.25 * (r - 1))
+    gt = torch.arange(r)
+    img = torch.zeros(r, dtype=torch.long)
+    ious = torch.linspace(0.5, 0.9, r)
+    con, sep = odam_train_loss(maps, gt, ious, img)
+    assert con.item() == pytest.approx(r * L1 / r ** 2, abs=1e-7)
+    assert sep.item() == pytest.approx(
+        -math.log(1 - c) * (r - 1) / r, rel=1e-4)
+    con, sep = odam_train_loss(maps, gt, ious, img, normalize='balanced')
+    assert con.item() == pytest.approx(L1, abs=1e-6)
+    assert sep.item() == pytest.approx(-math.log(1 - c), rel=1e-4)
+
+
+def test_detach_reference_same_value_no_gradient_through_ref():
+    maps, gt, ious, img = _two_objects()
+    a = odam_train_loss(maps, gt, ious, img)
+    b = odam_train_loss(maps, gt, ious, img, detach_reference=True)
+    for x, y in zip(a, b):
+        assert x.item() == pytest.approx(y.item(), rel=1e-6)
+    # one object, refs a1 (IoU .9): with the reference detached, the
+    # consistency pair (a1, a2) moves a2 only, and a1's own pair sits at the
+    # clamp (zero gradient)
+    m = torch.tensor([[1., 0.], [1., 1.]], requires_grad=True)
+    con, _ = odam_train_loss(m, torch.tensor([0, 0]), torch.tensor([.9, .5]),
+                             torch.zeros(2, dtype=torch.long), min_objects=1,
+                             detach_reference=True)
+    con.backward()
+    assert m.grad[0].abs().sum() == 0 and m.grad[1].abs().sum() > 0
+    assert OdamTrainLoss(detach_reference=True).detach_reference
