@@ -765,7 +765,16 @@ class OdamDenseHeadMixin:
     Odam-NMS ``test_cfg`` when it is built.
     """
 
+    #: Whether Odam-Train positives are implemented for this head.
+    odam_train_supported = False
+
     def __init__(self, *args, loss_odam=None, **kwargs):
+        if loss_odam and not self.odam_train_supported:
+            raise ValueError(
+                f'{type(self).__name__} does not support Odam-Train '
+                '(loss_odam): its positives are implemented for '
+                'OdamFCOSHead (one-stage) and OdamStandardRoIHead '
+                '(two-stage); remove loss_odam or use one of those heads')
         super().__init__(*args, **kwargs)
         self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
         check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build

@@ -14,3 +14,4 @@ class OdamFCOSHead(OdamTrainDenseMixin, OdamDenseHeadMixin, FCOSHead):
     that runs Odam-NMS when ``test_cfg.nms.type == 'odam_nms'`` (kept rows get
     ``odam_maps``) and accepts ``loss_odam`` (Odam-Train loss config or None).
     """
+    odam_train_supported = True

@@ -1,5 +1,5 @@
-"""``OdamRetinaHead``: mmdet ``RetinaHead`` with candidate tracking,
-Odam-NMS and Odam-Train."""
+"""``OdamRetinaHead``: mmdet ``RetinaHead`` with candidate tracking
+and Odam-NMS."""
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 
@@ -12,5 +12,6 @@ class OdamRetinaHead(OdamTrainDenseMixin, OdamDenseHeadMixin, RetinaHead):
     """mmdet ``RetinaHead`` whose predictions carry ``level_ids``,
     ``loc_inds`` and ``cand_inds`` (see :mod:`mmdet_odam.explainers.dense`),
     that runs Odam-NMS when ``test_cfg.nms.type == 'odam_nms'`` (kept rows get
-    ``odam_maps``) and accepts ``loss_odam`` (Odam-Train loss config or None).
+    ``odam_maps``). Odam-Train (``loss_odam``) is refused when the head is
+    built: its positives are implemented for FCOS-style heads only.
     """
