@@ -5,13 +5,18 @@ registered explainer) and write maps, overlays, grids and a gallery.
 Usage::
 
     python tools/explain.py CONFIG CHECKPOINT INPUT [INPUT ...] --out-dir DIR
-        [--targets cls,combined] [--score-thr 0.3] [--topk 100]
+        [--targets cls combined] [--score-thr 0.3] [--topk 100]
         [--layer NAME] [--smoothing gaussian|none]
         [--grad-mode pos_relu|neg_relu|pos_norelu|abs]
-        [--method odam|gradcam|gradcampp|drise]
+        [--path auto|exact|fast] [--method odam|gradcam|gradcampp|drise]
         [--boxes BOXES.json | --boxes x1,y1,x2,y2[,label] ...]
         [--device cpu] [--cfg-options k=v ...] [--video-stride N]
-        [--overwrite]
+        [--overwrite] [--quiet | --verbose]
+    python tools/explain.py CONFIG CHECKPOINT --show-path [--targets ...]
+
+List options take space or comma separated values (``--targets cls left``
+or ``--targets cls,left``). ``--show-path`` prints which gradient path each
+target takes on the model (exact or approximated) and exits.
 
 INPUT is an image, a folder (searched recursively for image files) or a
 video (every ``--video-stride``-th frame is explained).
@@ -24,7 +29,16 @@ Outputs (see ``mmdet_odam.visualization.writer``):
 - ``DIR/<stem>_grid.jpg``: rows = detections, columns = targets;
 - videos: ``DIR/<stem>_odam.mp4`` (all detections of a frame, first target)
   and per-frame npz in ``DIR/<stem>_frames/f<frame>.npz``;
-- ``DIR/index.html``: a gallery of everything in ``DIR``.
+- ``DIR/<stem>/{image,thumb}.jpg`` and ``DIR/<stem>/map<k>_<target>.jpg``
+  (colour-mapped map alone) for the gallery;
+- ``DIR/index.html``: a gallery of everything in ``DIR`` that works offline:
+  click a detection to see its maps for every target over the image, with
+  an opacity slider and target toggles.
+
+Output: a progress bar and a summary at the end. With more than
+``QUIET_ABOVE`` inputs (or ``--quiet``) failures are only counted there
+and listed in ``DIR/failed.txt``; ``--verbose`` logs each one as it
+happens.
 
 Every file is written to a temporary name and renamed, and the npz (the
 video for a video input) is written last: an input whose npz already exists
@@ -47,7 +61,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmdet_odam.visualization.video import VIDEO_EXTENSIONS  # noqa: E402
 
-DEFAULT_TARGETS = 'cls,combined'
+DEFAULT_TARGETS = ['cls', 'combined']
+QUIET_ABOVE = 10
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp', '.ppm', '.pgm')
 LOGGER_NAME = 'mmdet_odam.explain'
@@ -63,16 +78,17 @@ def parse_args(argv=None):
     parser.add_argument('config', help='detector config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        'inputs', nargs='+', metavar='INPUT',
+        'inputs', nargs='*', metavar='INPUT',
         help='image files, folders (searched recursively for '
         f'{"/".join(e[1:] for e in IMAGE_EXTENSIONS)}) or videos '
         f'({"/".join(e[1:] for e in VIDEO_EXTENSIONS)})')
-    parser.add_argument('--out-dir', required=True, help='output folder')
+    parser.add_argument('--out-dir', help='output folder (required unless '
+                        '--show-path)')
     parser.add_argument(
-        '--targets', default=DEFAULT_TARGETS,
-        help='comma separated targets among cls, left, top, right, bottom, '
-        'combined (combined computes all five scalar targets); "all" = all '
-        'six')
+        '--targets', nargs='+', default=DEFAULT_TARGETS, metavar='TARGET',
+        help='targets among cls, left, top, right, bottom, combined '
+        '(combined computes all five scalar targets), space or comma '
+        'separated; "all" = all six')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='explain detections with score >= this')
     parser.add_argument('--topk', type=int, default=100,
@@ -86,10 +102,18 @@ def parse_args(argv=None):
     parser.add_argument('--grad-mode', default='pos_relu',
                         help='pos_relu, neg_relu, pos_norelu or abs')
     parser.add_argument(
-        '--exact', default='auto', choices=['auto', 'yes', 'no'],
-        help='odam: "yes" = exact per-detection autograd, "no" = batched '
-        'fast path (frozen GroupNorm statistics on GN heads), "auto" = '
-        'exact only where the fast path would approximate')
+        '--path', default=None, choices=['auto', 'exact', 'fast'],
+        help='odam gradient path: "exact" = exact gradients everywhere, '
+        '"fast" = the batched fast path wherever it applies (frozen '
+        'GroupNorm statistics on GN heads), "auto" (default) = the fast '
+        'path only where it is exact (see --show-path)')
+    parser.add_argument(  # older spelling of --path, kept working
+        '--exact', default=None, choices=['auto', 'yes', 'no'],
+        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--show-path', action='store_true',
+        help='print which gradient path each target takes on this model '
+        '(and whether it is exact) and exit')
     parser.add_argument(
         '--method', default='odam',
         help='explainer: odam, or gradcam, gradcampp, drise (registered by '
@@ -116,6 +140,17 @@ def parse_args(argv=None):
     parser.add_argument('--cell-width', type=int, default=256,
                         help='width of one grid cell in pixels')
     parser.add_argument(
+        '--no-gallery', action='store_true',
+        help='do not write the image, thumbnail and map files of the '
+        'interactive gallery (index.html then shows the static overlays)')
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        '-q', '--quiet', action='store_true',
+        help='progress bar and summary only, failures listed in '
+        'DIR/failed.txt (the default above QUIET_ABOVE inputs)')
+    verbosity.add_argument('-v', '--verbose', action='store_true',
+                           help='log every failed input as it happens')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value (as tools/test.py)')
     args = parser.parse_args(argv)
@@ -125,11 +160,19 @@ def parse_args(argv=None):
 def check_args(parser, args):
     """Validate options before the model is built (usage errors exit 2)."""
     from mmdet_odam.explainers.targets import (Target, parse_grad_mode,
-                                               parse_smoothing, parse_targets)
+                                               parse_path, parse_smoothing,
+                                               parse_targets)
     try:
-        if args.targets.strip().lower() == 'all':
-            args.targets = ','.join(t.value for t in Target)
-        args.target_list = [t.value for t in parse_targets(args.targets)]
+        targets = split_list(args.targets)
+        if [t.lower() for t in targets] == ['all']:
+            targets = [t.value for t in Target]
+        args.target_list = [t.value for t in parse_targets(targets)]
+        args.path = parse_path(args.path, args.exact).value
+        if not args.show_path:
+            if not args.inputs:
+                raise ValueError('give at least one INPUT (or --show-path)')
+            if not args.out_dir:
+                raise ValueError('--out-dir is required')
         parse_smoothing(args.smoothing)
         parse_grad_mode(args.grad_mode)
         if not 0.0 <= args.score_thr <= 1.0:
@@ -147,6 +190,13 @@ def check_args(parser, args):
         args.box_spec = parse_boxes(args.boxes)
     except ValueError as e:
         parser.error(str(e))
+
+
+def split_list(values) -> List[str]:
+    """``['cls', 'left']`` from ``cls left``, ``cls,left`` or a mix."""
+    if isinstance(values, str):
+        values = [values]
+    return [v.strip() for s in values for v in s.split(',') if v.strip()]
 
 
 # -- boxes --------------------------------------------------------------
@@ -283,11 +333,19 @@ class Explainer:
 
 
 def exact_kwargs(args):
-    """``exact=`` for the ODAM explainers (other methods have no such
+    """``path=`` for the ODAM explainers (other methods have no such
     option)."""
     if args.method != 'odam':
         return {}
-    return dict(exact={'auto': 'auto', 'yes': True, 'no': False}[args.exact])
+    return dict(path=args.path)
+
+
+def show_path(model, args) -> None:
+    """Print :func:`mmdet_odam.apis.explain_support` for the options."""
+    from mmdet_odam.apis import explain_support
+    print(str(explain_support(model, targets=args.target_list,
+                              layer=args.layer, path=args.path,
+                              method=args.method)))
 
 
 def run_image(explainer, writer, path, stem, args):
@@ -312,7 +370,7 @@ def run_video(explainer, writer_args, path, stem, args, out_dir):
     fps, _, _ = video_info(path)
     frames_writer = ExplanationWriter(
         out_dir / f'{stem}_frames', save_overlays=False, save_grid=False,
-        **writer_args)
+        save_gallery=False, **writer_args)
     target = args.target_list[0]
     n_dets = 0
     out_fps = (fps / args.video_stride) if fps > 0 else 10.0
@@ -329,47 +387,38 @@ def run_video(explainer, writer_args, path, stem, args, out_dir):
     return n_dets
 
 
-def main(argv=None) -> int:
-    parser, args = parse_args(argv)
-    check_args(parser, args)
+def get_logger():
+    from mmengine.logging import MMLogger
+    if MMLogger.check_instance_created(LOGGER_NAME):
+        return MMLogger.get_instance(LOGGER_NAME)
+    return MMLogger.get_instance(LOGGER_NAME, log_level='INFO')
 
-    from mmengine.logging import MMLogger, print_log
-    from mmengine.utils import ProgressBar
-    import mmdet_odam  # noqa: F401  (registers components)
+
+def build_model(parser, args):
+    """The detector, checked against the explanation options (unknown
+    method / layer: a usage error before any input is read)."""
     from mmdet_odam.apis import build_explainer, init_explainer
-    from mmdet_odam.visualization import ExplanationWriter, write_gallery
-
-    logger = MMLogger.get_instance(LOGGER_NAME) if \
-        MMLogger.check_instance_created(LOGGER_NAME) else \
-        MMLogger.get_instance(LOGGER_NAME, log_level='INFO')
-    tasks = collect_inputs(args.inputs)
-    if not tasks:
-        parser.error(f'no image or video found in {args.inputs}')
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     if args.device is None:
         import torch
         args.device = 'cuda:0' if torch.cuda.is_available() else 'cpu'
     model = init_explainer(args.config, args.checkpoint, device=args.device,
                            cfg_options=args.cfg_options)
-    try:  # unknown method / layer: a usage error before any input is read
+    try:
         build_explainer(model, args.method, targets=args.target_list,
                         layer=args.layer, smoothing=args.smoothing,
                         grad_mode=args.grad_mode, **exact_kwargs(args))
     except (ValueError, TypeError) as e:
         parser.error(str(e))
-    meta = getattr(model, 'dataset_meta', None) or {}
-    writer_args = dict(
-        class_names=meta.get('classes'), palette=meta.get('palette'),
-        map_dtype=args.map_dtype, cell_width=args.cell_width,
-        max_grid_rows=args.grid_max_rows)
-    writer = ExplanationWriter(out_dir, save_overlays=not args.no_overlays,
-                               **writer_args)
-    explainer = Explainer(model, args)
+    return model
 
+
+def run_tasks(tasks, explainer, writer, writer_args, args, out_dir, quiet):
+    """Explain every task under a progress bar; returns (done, skipped,
+    failed [(path, reason)])."""
+    from mmengine.logging import print_log
+    from mmengine.utils import ProgressBar
     done, skipped, failed = 0, 0, []
-    bar = ProgressBar(len(tasks))
+    bar = ProgressBar(len(tasks), file=sys.stdout)
     for kind, path, stem in tasks:
         try:
             if kind == 'video':
@@ -388,20 +437,65 @@ def main(argv=None) -> int:
             raise
         except Exception as e:  # report, skip, go on with the next input
             failed.append((path, f'{type(e).__name__}: {e}'))
-            sys.stdout.write('\n')  # end the progress bar line
-            print_log(f'skipped {path}: {type(e).__name__}: {e}',
-                      logger=logger, level=logging.WARNING)
+            if not quiet:
+                sys.stdout.write('\n')  # end the progress bar line
+                print_log(f'skipped {path}: {type(e).__name__}: {e}',
+                          logger=get_logger(), level=logging.WARNING)
         bar.update()
     sys.stdout.write('\n')
+    return done, skipped, failed
 
-    write_gallery(out_dir)
+
+def report(done, skipped, failed, out_dir, quiet) -> None:
+    """The summary; in quiet mode the failures go to ``failed.txt``."""
+    from mmengine.logging import print_log
+    logger = get_logger()
     print_log(
         f'{done} input(s) explained, {skipped} already done (skipped, use '
         f'--overwrite to redo), {len(failed)} failed; results in {out_dir} '
         f'(gallery: {out_dir / "index.html"})', logger=logger)
+    log = out_dir / 'failed.txt'
+    if quiet and failed:
+        log.write_text(''.join(f'{p}\t{r}\n' for p, r in failed))
+        print_log(f'failed inputs (path and reason): {log}', logger=logger,
+                  level=logging.WARNING)
+        return
+    if log.is_file():
+        log.unlink()  # from an earlier run
     for path, reason in failed:
         print_log(f'failed: {path}: {reason}', logger=logger,
                   level=logging.WARNING)
+
+
+def main(argv=None) -> int:
+    parser, args = parse_args(argv)
+    check_args(parser, args)
+
+    import mmdet_odam  # noqa: F401  (registers components)
+    from mmdet_odam.visualization import ExplanationWriter, write_gallery
+
+    if args.show_path:
+        show_path(build_model(parser, args), args)
+        return 0
+    tasks = collect_inputs(args.inputs)
+    if not tasks:
+        parser.error(f'no image or video found in {args.inputs}')
+    quiet = args.quiet or (len(tasks) > QUIET_ABOVE and not args.verbose)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(parser, args)
+    meta = getattr(model, 'dataset_meta', None) or {}
+    writer_args = dict(
+        class_names=meta.get('classes'), palette=meta.get('palette'),
+        map_dtype=args.map_dtype, cell_width=args.cell_width,
+        max_grid_rows=args.grid_max_rows)
+    writer = ExplanationWriter(out_dir, save_overlays=not args.no_overlays,
+                               save_gallery=not args.no_gallery,
+                               **writer_args)
+    done, skipped, failed = run_tasks(tasks, Explainer(model, args), writer,
+                                      writer_args, args, out_dir, quiet)
+    write_gallery(out_dir)
+    report(done, skipped, failed, out_dir, quiet)
     return 1 if len(failed) == len(tasks) else 0
 
 

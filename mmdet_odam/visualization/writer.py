@@ -10,6 +10,10 @@ Layout under ``out_dir`` for an image with stem ``<stem>``:
 - ``<stem>/det<k>_<target>.jpg``: heat map of detection k for the target on
   the image, the box drawn with label and score.
 - ``<stem>_grid.jpg``: rows = detections, columns = targets.
+- gallery files (see :mod:`.gallery`): ``<stem>/image.jpg`` (the image),
+  ``<stem>/thumb.jpg`` (small, every box drawn) and
+  ``<stem>/map<k>_<target>.jpg`` (the colour-mapped map of detection k
+  alone, blended over the image by the browser).
 
 Every file is written atomically and the ``.npz`` is written last, so its
 presence means the image is complete (used to resume).
@@ -19,13 +23,16 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 
 from ..utils.atomic import imwrite_atomic, savez_atomic
 from .grid import make_grid
-from .overlay import class_colors, overlay_detection
+from .overlay import caption, class_colors, colorize, draw_box, \
+    overlay_detection
 
 MAP_DTYPES = ('float16', 'float32')
+THUMB_WIDTH = 320
 _SAFE = re.compile(r'[^A-Za-z0-9._-]+')
 
 
@@ -79,13 +86,16 @@ class ExplanationWriter:
         cell_width (int): width of a grid cell in pixels.
         max_grid_rows (int, optional): detections shown in the grid.
         alpha (float): heat map weight in the overlays.
+        save_gallery (bool): write the files of the interactive gallery
+            (``image.jpg``, ``thumb.jpg``, ``map<k>_<target>.jpg``).
     """
 
     def __init__(self, out_dir: Union[str, Path],
                  class_names: Optional[Sequence[str]] = None, palette=None,
                  save_overlays: bool = True, save_grid: bool = True,
                  map_dtype: str = 'float16', cell_width: int = 256,
-                 max_grid_rows: Optional[int] = 20, alpha: float = 0.5):
+                 max_grid_rows: Optional[int] = 20, alpha: float = 0.5,
+                 save_gallery: bool = True):
         if map_dtype not in MAP_DTYPES:
             raise ValueError(f'map_dtype must be one of {MAP_DTYPES}, got '
                              f'{map_dtype!r}')
@@ -99,6 +109,7 @@ class ExplanationWriter:
         self.cell_width = int(cell_width)
         self.max_grid_rows = max_grid_rows
         self.alpha = float(alpha)
+        self.save_gallery = save_gallery
 
     def npz_path(self, stem: str) -> Path:
         return self.out_dir / f'{stem}.npz'
@@ -133,12 +144,17 @@ class ExplanationWriter:
                     f'maps_{t} has shape {tuple(m.shape)}, expected '
                     f'({len(expl.bboxes)}, {h}, {w}) for {stem}')
         arrays = explanation_arrays(expl, self.map_dtype)
+        arrays['label_names'] = np.array(
+            [caption(l, None, self.class_names) for l in arrays['labels']],
+            dtype=str).reshape(-1)
         targets = list(expl.maps.keys())
         k = len(arrays['boxes'])
         written = dict(overlays=[])
+        odir = self.overlay_dir(stem)
+        keep = set()
+        if self.save_gallery:
+            keep |= self._write_gallery_files(odir, img, arrays, targets)
         if self.save_overlays:
-            odir = self.overlay_dir(stem)
-            keep = set()
             for i in range(k):
                 label = int(arrays['labels'][i])
                 for t in targets:
@@ -151,7 +167,7 @@ class ExplanationWriter:
                     imwrite_atomic(odir / name, ov)
                     written['overlays'].append(str(odir / name))
                     keep.add(name)
-            self._remove_stale(odir, keep)
+        self._remove_stale(odir, keep)
         if self.save_grid:
             grid = make_grid(
                 img, arrays['boxes'], arrays['scores'], arrays['labels'],
@@ -164,11 +180,39 @@ class ExplanationWriter:
         written['npz'] = str(self.npz_path(stem))
         return written
 
+    def _write_gallery_files(self, odir: Path, img: np.ndarray, arrays,
+                             targets) -> set:
+        """``image.jpg``, ``thumb.jpg`` and one ``map<k>_<t>.jpg`` per
+        detection and target; returns the names written."""
+        imwrite_atomic(odir / 'image.jpg', img)
+        imwrite_atomic(odir / 'thumb.jpg', self._thumbnail(img, arrays))
+        names = {'image.jpg', 'thumb.jpg'}
+        for t in targets:
+            for i, m in enumerate(arrays[f'maps_{t}']):
+                name = f'map{i}_{t}.jpg'
+                imwrite_atomic(odir / name, colorize(m.astype(np.float32)))
+                names.add(name)
+        return names
+
+    def _thumbnail(self, img: np.ndarray, arrays) -> np.ndarray:
+        """(h, THUMB_WIDTH, 3) image (never enlarged), every box drawn."""
+        h, w = img.shape[:2]
+        s = min(1.0, THUMB_WIDTH / w)
+        out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                         interpolation=cv2.INTER_AREA) if s < 1 else img
+        for box, label in zip(arrays['boxes'], arrays['labels']):
+            out = draw_box(out, [float(v) * s for v in box],
+                           self._color(int(label)), thickness=2)
+        return out
+
     @staticmethod
     def _remove_stale(odir: Path, keep: set) -> None:
-        """Drop overlays of an earlier run that the new result lacks."""
+        """Drop overlays and gallery maps of an earlier run that the new
+        result lacks."""
         if not odir.is_dir():
             return
-        for p in odir.glob('det*_*.jpg'):
-            if p.name not in keep:
-                os.remove(p)
+        for pattern in ('det*_*.jpg', 'map*_*.jpg', 'image.jpg',
+                        'thumb.jpg'):
+            for p in odir.glob(pattern):
+                if p.name not in keep:
+                    os.remove(p)

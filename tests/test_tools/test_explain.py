@@ -87,10 +87,13 @@ def _check_image_outputs(out, stem, img_shape, targets, max_k):
             assert np.all(z['maps_combined'].astype(np.float32) >=
                           z['maps_cls'].astype(np.float32) - 1e-3)
     names = sorted(p.name for p in (out / stem).iterdir())
-    assert names == sorted(f'det{i}_{t}.jpg' for i in range(k)
-                           for t in targets)
+    assert names == sorted([f'{kind}{i}_{t}.jpg' for i in range(k)
+                            for t in targets for kind in ('det', 'map')] +
+                           ['image.jpg', 'thumb.jpg'])
     ov = cv2.imread(str(out / stem / f'det0_{targets[0]}.jpg'))
     assert ov.shape[:2] == tuple(img_shape)
+    assert cv2.imread(str(out / stem / 'image.jpg')).shape[:2] == \
+        tuple(img_shape)
     grid = cv2.imread(str(out / f'{stem}_grid.jpg'))
     ch = int(round(img_shape[0] * 256 / img_shape[1]))
     assert grid.shape == (k * ch, len(targets) * 256, 3)
@@ -142,8 +145,8 @@ def test_explain_tool_end_to_end(assets, tmp_path):
     assert n == 3
 
     html = (out / 'index.html').read_text()
-    for s in ('a_grid.jpg', 'sub_b_grid.jpg', 'a/det2_combined.jpg',
-              'clip_odam.mp4'):
+    for s in ('a_grid.jpg', 'sub_b_grid.jpg', 'a/thumb.jpg',
+              'data-img="sub_b" data-det="2"', 'clip_odam.mp4'):
         assert s in html
     assert not [p for p in out.rglob('*') if '.tmp' in p.name]
 
@@ -153,7 +156,7 @@ def test_resume_overwrite_and_all_failed(tool, assets, tmp_path, caplog):
     img = str(assets['imgs'] / 'a.jpg')
     base = [str(TINY), str(assets['ckpt']), img, '--out-dir', str(out),
             '--score-thr', '0', '--topk', '2', '--targets', 'cls',
-            '--no-overlays']
+            '--no-overlays', '--no-gallery']
     assert tool.main(base) == 0
     npz = out / 'a.npz'
     t0 = npz.stat().st_mtime_ns
@@ -173,7 +176,7 @@ def test_given_boxes_inline_and_json(tool, assets, tmp_path):
     img = assets['imgs'] / 'a.jpg'
     out = tmp_path / 'out'
     args = [str(TINY), str(assets['ckpt']), str(img), '--out-dir', str(out),
-            '--targets', 'cls,left', '--no-overlays']
+            '--targets', 'cls,left', '--no-overlays', '--no-gallery']
     assert tool.main(args + ['--boxes', '10,20,200,220', '50,60,90,100']) == 0
     with np.load(out / 'a.npz') as z:
         np.testing.assert_allclose(z['boxes'], [[10, 20, 200, 220],
@@ -198,6 +201,8 @@ def test_given_boxes_inline_and_json(tool, assets, tmp_path):
     (['--grad-mode', 'up'], 'grad_mode'),
     (['--layer', 'backbone.nope'], 'valid names'),
     (['--method', 'lime'], 'Unknown explanation method'),
+    (['--path', 'quick'], "invalid choice: 'quick'"),
+    (['--path', 'fast', '--exact', 'yes'], 'disagree'),
 ])
 def test_usage_errors_exit_2(tool, assets, tmp_path, capsys, extra, msg):
     with pytest.raises(SystemExit) as e:
@@ -217,3 +222,104 @@ def test_collect_inputs_stems(tool, tmp_path):
                                              ('image', 'x'),
                                              ('image', 'x_2'),
                                              ('video', 'v')]
+
+
+def test_list_options_space_or_comma(tool):
+    assert tool.split_list(['cls', 'left']) == ['cls', 'left']
+    assert tool.split_list(['cls,left', 'top,']) == ['cls', 'left', 'top']
+    for spelling in (['cls', 'left'], ['cls,left'], ['cls,', 'left']):
+        parser, args = tool.parse_args(['c.py', 'k.pth', 'x.jpg', '--out-dir',
+                                        'o', '--targets'] + spelling)
+        args.config, args.checkpoint = str(TINY), str(TINY)  # files exist
+        tool.check_args(parser, args)
+        assert args.target_list == ['cls', 'left']
+
+
+@pytest.mark.parametrize('extra,path', [([], 'auto'), (['--path', 'exact'],
+                                                      'exact'),
+                                        (['--exact', 'no'], 'fast'),
+                                        (['--exact', 'auto'], 'auto')])
+def test_path_option_and_its_older_spelling(tool, extra, path):
+    parser, args = tool.parse_args([str(TINY), str(TINY), 'x.jpg',
+                                    '--out-dir', 'o'] + extra)
+    tool.check_args(parser, args)
+    assert args.path == path
+    assert tool.exact_kwargs(args) == dict(path=path)
+    assert '--exact' not in parser.format_help()  # hidden alias
+
+
+def test_space_separated_targets_end_to_end(tool, assets, tmp_path):
+    """``--targets cls left`` and ``--path fast``: both maps written, equal
+    to what the API gives with the same options."""
+    from mmdet_odam.apis import explain_image, init_explainer
+    img = str(assets['imgs'] / 'a.jpg')
+    out = tmp_path / 'out'
+    assert tool.main([str(TINY), str(assets['ckpt']), img, '--out-dir',
+                      str(out), '--targets', 'cls', 'left', '--path', 'fast',
+                      '--topk', '2', '--score-thr', '0', '--no-overlays',
+                      '--map-dtype', 'float32', '--device', 'cpu']) == 0
+    model = init_explainer(str(TINY), str(assets['ckpt']), device='cpu')
+    ref = explain_image(model, img, targets=['cls', 'left'], topk=2,
+                        score_thr=0, path='fast')
+    with np.load(out / 'a.npz') as z:
+        assert list(z['targets']) == ['cls', 'left']
+        for t in ('cls', 'left'):
+            np.testing.assert_allclose(z[f'maps_{t}'], ref.maps[t].numpy(),
+                                       atol=1e-5)
+
+
+def _log_of(tool, fn):
+    """Everything ``fn()`` logs to the tool's logger."""
+    import io
+    import logging
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logger = tool.get_logger()
+    logger.addHandler(handler)
+    try:
+        rc = fn()
+    finally:
+        logger.removeHandler(handler)
+    return rc, buf.getvalue()
+
+
+def test_quiet_many_inputs_progress_and_summary(tool, assets, tmp_path,
+                                                capsys):
+    """More than QUIET_ABOVE inputs -> a progress bar, no per-input log
+    lines, one summary, the failures in failed.txt."""
+    out = tmp_path / 'out'
+    img = str(assets['imgs'] / 'a.jpg')
+    common = [str(TINY), str(assets['ckpt']), '--out-dir', str(out),
+              '--targets', 'cls', '--topk', '1', '--no-overlays',
+              '--no-gallery']
+    missing = [str(tmp_path / f'nope{i}.jpg') for i in range(3)]
+    inputs = [img] * (tool.QUIET_ABOVE - 1) + missing
+    capsys.readouterr()
+    rc, log = _log_of(tool, lambda: tool.main(common[:2] + inputs +
+                                              common[2:]))
+    assert rc == 0
+    assert f'{len(inputs)}/{len(inputs)}' in capsys.readouterr().out
+    assert 'skipped ' not in log and 'nope0.jpg' not in log
+    assert '9 input(s) explained' in log and '3 failed' in log
+    assert 'failed.txt' in log
+    lines = (out / 'failed.txt').read_text().splitlines()
+    assert [ln.split('\t')[0] for ln in lines] == missing
+    assert all('not found' in ln for ln in lines)
+    # --verbose logs every failure as it happens; the old list is removed
+    rc, log = _log_of(tool, lambda: tool.main(common[:2] + inputs +
+                                              common[2:] + ['-v']))
+    assert rc == 0 and '9 already done' in log
+    assert all(f'skipped {m}' in log for m in missing)
+    assert not (out / 'failed.txt').exists()
+
+
+def test_show_path_prints_explain_support(tool, assets, capfd):
+    """``--show-path`` prints ``str(explain_support(model, targets))``."""
+    from mmdet_odam import apis
+    from mmdet_odam.apis import init_explainer
+    assert tool.main([str(TINY), str(assets['ckpt']), '--show-path',
+                      '--targets', 'cls', 'left', '--device', 'cpu']) == 0
+    printed = capfd.readouterr().out
+    model = init_explainer(str(TINY), str(assets['ckpt']), device='cpu')
+    expected = str(apis.explain_support(model, targets=['cls', 'left']))
+    assert expected.strip() and expected.strip() in printed

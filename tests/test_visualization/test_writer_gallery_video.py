@@ -1,3 +1,4 @@
+import json
 import os
 
 import cv2
@@ -7,7 +8,7 @@ import torch
 
 from mmdet_odam.explainers.results import Explanation
 from mmdet_odam.visualization import (ExplanationWriter, VideoOverlayWriter,
-                                      atomic_path, gallery_entries,
+                                      atomic_path, colorize, gallery_entries,
                                       iter_video_frames, safe_stem,
                                       write_gallery)
 
@@ -32,7 +33,9 @@ def test_writer_files_and_npz(tmp_path):
     assert wr.is_done('a')
     names = sorted(os.listdir(tmp_path / 'a'))
     assert names == ['det0_cls.jpg', 'det0_combined.jpg', 'det1_cls.jpg',
-                     'det1_combined.jpg']
+                     'det1_combined.jpg', 'image.jpg', 'map0_cls.jpg',
+                     'map0_combined.jpg', 'map1_cls.jpg', 'map1_combined.jpg',
+                     'thumb.jpg']
     assert cv2.imread(str(tmp_path / 'a' / 'det1_cls.jpg')).shape == (40, 50,
                                                                       3)
     assert cv2.imread(str(tmp_path / 'a_grid.jpg')).shape == (2 * 20, 2 * 25,
@@ -45,12 +48,42 @@ def test_writer_files_and_npz(tmp_path):
                                    atol=1e-3)
         assert list(z['targets']) == ['cls', 'combined']
         assert str(z['img_path']) == 'a.jpg'
+        assert list(z['label_names']) == ['person', 'person']
     # no temporary files are left behind
     assert not [p for p in tmp_path.rglob('*') if '.tmp' in p.name]
-    # overwrite with fewer detections removes stale overlays
+    # overwrite with fewer detections removes stale overlays and maps
     wr.write('a', img, _expl(k=1))
+    assert sorted(os.listdir(tmp_path / 'a')) == [
+        'det0_cls.jpg', 'det0_combined.jpg', 'image.jpg', 'map0_cls.jpg',
+        'map0_combined.jpg', 'thumb.jpg']
+    ExplanationWriter(tmp_path, save_gallery=False).write('a', img,
+                                                          _expl(k=1))
     assert sorted(os.listdir(tmp_path / 'a')) == ['det0_cls.jpg',
                                                    'det0_combined.jpg']
+
+
+def test_gallery_files_are_the_maps(tmp_path):
+    """map<k>_<t>.jpg is the colour-mapped map of detection k alone (JPEG
+    error only), image.jpg the image; the thumbnail is 320 px wide with the
+    boxes drawn."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (400, 640, 3), dtype=np.uint8)
+    e = _expl(k=2, h=400, w=640)
+    e.maps = {t: torch.nn.functional.interpolate(  # smooth, as real maps
+        m[:, None, ::40, ::40], size=(400, 640), mode='bilinear')[:, 0]
+        for t, m in e.maps.items()}
+    ExplanationWriter(tmp_path, save_overlays=False,
+                      save_grid=False).write('a', img, e)
+    for k in range(2):
+        got = cv2.imread(str(tmp_path / 'a' / f'map{k}_cls.jpg'))
+        ref = colorize(e.maps['cls'][k].numpy().astype(np.float16))
+        other = colorize(e.maps['cls'][1 - k].numpy())
+        err = np.abs(got.astype(int) - ref).mean()
+        assert err < 3 < np.abs(got.astype(int) - other).mean()
+    base = cv2.imread(str(tmp_path / 'a' / 'image.jpg'))
+    assert base.shape == img.shape
+    thumb = cv2.imread(str(tmp_path / 'a' / 'thumb.jpg'))
+    assert thumb.shape == (200, 320, 3)
 
 
 def test_writer_rejects_maps_of_wrong_size(tmp_path):
@@ -96,9 +129,25 @@ def test_gallery_lists_images_and_videos(tmp_path):
                                                        ('clip', 'video')]
     assert ents[0]['num_dets'] == 2 and ents[0]['grid'] == 'a_grid.jpg'
     assert len(ents[0]['overlays']) == 4
+    assert ents[0]['interactive'] and ents[0]['dets']['shape'] == [40, 50]
     text = (tmp_path / 'index.html').read_text()
-    for s in ('a_grid.jpg', 'a/det1_combined.jpg', 'b.npz', 'clip_odam.mp4'):
+    for s in ('a_grid.jpg', 'a/thumb.jpg', 'b.npz', 'clip_odam.mp4',
+              'data-img="a" data-det="1"', 'loading="lazy"'):
         assert s in text
+    assert 'http' not in text and '<link' not in text  # all inline
+    data = json.loads(text.split('type="application/json">')[1].split(
+        '</script>')[0])
+    assert [d['stem'] for d in data] == ['a', 'b']
+    assert data[0]['map'] == 'a/map{k}_{t}.jpg'
+    assert data[0]['targets'] == ['cls', 'combined']
+    assert [d['name'] for d in data[0]['dets']] == ['class 0', 'class 0']
+    assert data[0]['dets'][0]['box'] == [2, 3, 20, 30]
+    # written without the gallery files: the static overlays are shown
+    ExplanationWriter(tmp_path, save_gallery=False).write('b', img,
+                                                          _expl(k=1))
+    write_gallery(tmp_path)
+    text = (tmp_path / 'index.html').read_text()
+    assert 'b/det0_cls.jpg' in text and 'b/thumb.jpg' not in text
 
 
 def test_video_writer_roundtrip(tmp_path):
