@@ -1,0 +1,188 @@
+"""Contract of the explainers over MMDetection's own zoo (timm style).
+
+Every family of :data:`mmdet_odam.testing.ZOO` is built from the config
+shipped inside the installed mmdet (shrunk, random weights) and explained
+with the default call on one COCO photograph. For each family:
+
+* the explained detections are ``model.predict``'s (same batch, rescaled);
+* every target gives (K, H, W) maps at the original size, finite, in
+  [0, 1], different between detections;
+* the model is untouched afterwards (training flags, ``requires_grad``,
+  weights, hooks, mmdet functions patched for the call);
+* a path other than the generic one equals the generic autograd oracle to
+  1e-4 of each map's maximum, in float64;
+* ``explain_support`` reports one row per target with its path.
+"""
+import copy
+import sys
+
+import pytest
+import torch
+
+from mmdet_odam.testing import ZOO, build_zoo_model, float64_nms, zoo_inputs
+
+TARGETS = ['cls', 'left', 'top', 'right', 'bottom', 'combined']
+BASE = ['cls', 'left', 'top', 'right', 'bottom']
+K = 3
+#: Fast path vs the generic oracle, in units of each map's maximum.
+ORACLE_TOL = 1e-4
+#: The same in float32, for families without float64 kernels.
+ORACLE_TOL_FLOAT32 = 1e-2
+_MODELS = {}
+
+
+def zoo_model(name):
+    """The family's model, built once per test session."""
+    if name not in _MODELS:
+        _MODELS[name] = build_zoo_model(name)
+    return _MODELS[name]
+
+
+def module_state(model):
+    """Everything an explainer may change on the model for one call."""
+    hook_dicts = ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks',
+                  '_backward_pre_hooks', '_state_dict_hooks',
+                  '_load_state_dict_pre_hooks')
+    mods = {n: (m.training, tuple(len(getattr(m, d, {})) for d in hook_dicts))
+            for n, m in model.named_modules()}
+    params = {n: (p.requires_grad, p.dtype, p.detach().clone())
+              for n, p in model.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    patched = {(k, a): getattr(v, a) for k, v in list(sys.modules.items())
+               if k.startswith('mmdet') and v is not None
+               for a in ('select_single_mlvl', ) if hasattr(v, a)}
+    g = torch.nn.modules.module
+    globals_ = (len(g._global_forward_hooks),
+                len(g._global_forward_pre_hooks),
+                len(g._global_backward_hooks))
+    return mods, params, buffers, patched, globals_
+
+
+def assert_same_state(before, after):
+    mods0, params0, buf0, patched0, glob0 = before
+    mods1, params1, buf1, patched1, glob1 = after
+    assert mods0 == mods1, 'training flags or hooks changed'
+    for n, (rg, dt, v) in params0.items():
+        assert params1[n][:2] == (rg, dt), f'{n}: requires_grad / dtype'
+        assert torch.equal(params1[n][2], v), f'{n}: weights changed'
+    for n, v in buf0.items():
+        assert torch.equal(buf1[n], v), f'buffer {n} changed'
+    assert patched0 == patched1, 'an mmdet function stayed patched'
+    assert glob0 == glob1, 'a global module hook was left'
+
+
+def reference(model, inputs, samples):
+    with torch.no_grad():
+        res = model.predict(inputs, copy.deepcopy(samples), rescale=True)
+    return res[0].pred_instances
+
+
+def assert_same_detections(exp, ref):
+    k = len(exp)
+    assert k == min(K, len(ref.scores)) and k > 0, \
+        f'{k} explained rows, predict reports {len(ref.scores)}'
+    torch.testing.assert_close(exp.bboxes.float(), ref.bboxes[:k].float(),
+                               atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(exp.scores.float(), ref.scores[:k].float(),
+                               atol=1e-5, rtol=1e-5)
+    assert torch.equal(exp.labels.long().cpu(), ref.labels[:k].long())
+
+
+def clipped(box, ori_shape, coord):
+    """The detection's ``coord`` lies on the image border (mmdet clips it
+    there, so it has no gradient)."""
+    h, w = ori_shape
+    i = BASE.index(coord) - 1
+    edge = (0.0, 0.0, float(w), float(h))[i]
+    return abs(float(box[i]) - edge) < 1e-3
+
+
+def assert_valid_maps(exp, ori_shape):
+    h, w = ori_shape
+    for t in TARGETS:
+        m = exp.maps[t]
+        assert m.shape == (len(exp), h, w), f'{t}: {tuple(m.shape)}'
+        assert torch.isfinite(m).all(), f'{t}: not finite'
+        assert m.min() >= 0 and m.max() <= 1, f'{t}: outside [0, 1]'
+    assert exp.maps['combined'].flatten(1).amax(1).gt(0).all(), \
+        'a detection has an empty combined map'
+    for t in BASE:
+        m = exp.maps[t]
+        live = m.flatten(1).amax(1) > 0
+        for i in range(len(exp)):
+            if t != 'cls' and clipped(exp.bboxes[i], ori_shape, t):
+                assert not live[i], f'{t}: clipped coordinate, non-zero map'
+            for j in range(i + 1, len(exp)):
+                same_box = torch.equal(exp.bboxes[i], exp.bboxes[j])
+                if t != 'cls' and same_box:  # one candidate, two labels
+                    continue
+                if live[i] and live[j]:
+                    assert not torch.allclose(m[i], m[j], atol=1e-6), \
+                        f'{t}: rows {i} and {j} have the same map'
+
+
+def explained_path(model):
+    """``'generic'`` when the default call takes the generic path."""
+    from mmdet_odam.apis import explain_support
+    rows = explain_support(model, targets=TARGETS).rows
+    adapters = {str(r['adapter']) for r in rows}
+    return 'generic' if adapters == {'generic'} else 'fast'
+
+
+def assert_equals_oracle(model, inputs, samples):
+    from mmdet_odam.explainers import build_explainer
+    float64 = ZOO[model_name(model)].float64
+    tol = ORACLE_TOL if float64 else ORACLE_TOL_FLOAT32
+    if float64:
+        model = copy.deepcopy(model).double()
+        inputs = inputs.double()
+    kw = dict(score_thr=0.0, topk=K)
+    with float64_nms():
+        fast = build_explainer(model, targets=TARGETS).explain(
+            inputs, samples, **kw)[0]
+        gen = build_explainer(model, method='odam_generic',
+                              targets=TARGETS).explain(inputs, samples,
+                                                       **kw)[0]
+    assert torch.equal(fast.labels, gen.labels)
+    for t in TARGETS:
+        a, b = fast.maps[t].double(), gen.maps[t].double()
+        scale = b.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        err = ((a - b).abs() / scale).amax()
+        assert err <= tol, f'{t}: fast != generic oracle ({err:.2e})'
+
+
+def model_name(model):
+    return next(n for n, m in _MODELS.items() if m is model)
+
+
+@pytest.mark.parametrize('name', list(ZOO))
+def test_zoo_contract(name):
+    from mmdet_odam.explainers import build_explainer
+    model = zoo_model(name)
+    inputs, samples = zoo_inputs(model)
+    ref = reference(model, inputs, samples)
+    before = module_state(model)
+    exp = build_explainer(model, targets=TARGETS).explain(
+        inputs, samples, score_thr=0.0, topk=K)[0]
+    assert_same_state(before, module_state(model))
+    assert_same_detections(exp, ref)
+    assert_valid_maps(exp, samples[0].ori_shape)
+    if explained_path(model) != 'generic':
+        assert_equals_oracle(model, inputs, samples)
+
+
+@pytest.mark.parametrize('name', list(ZOO))
+def test_zoo_explain_support(name):
+    from mmdet_odam.apis import explain_support
+    model = zoo_model(name)
+    before = module_state(model)
+    report = explain_support(model, targets=TARGETS)
+    assert_same_state(before, module_state(model))
+    assert [r['target'] for r in report.rows] == TARGETS or \
+        [str(r['target']) for r in report.rows] == TARGETS
+    for row in report.rows:
+        assert {'target', 'adapter', 'path', 'exact', 'reasons'} <= set(row)
+        assert isinstance(row['exact'], bool)
+        assert all(isinstance(r, str) for r in row['reasons'])
+    text = str(report)
+    assert all(str(r['adapter']) in text for r in report.rows)
