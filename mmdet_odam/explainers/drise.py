@@ -3,19 +3,38 @@ detection from randomly masked inputs.
 
 ``drise_saliency`` is the pure part (any ``detect_fn``); ``DRISEExplainer``
 wraps an mmdet detector behind the same ``explain`` API as ODAM.
+
+How the weighted masks become a map (``normalize``). With masks M_i and
+weights w_i (i = 1..N):
+
+- D-RISE (CVPR 2021) uses the weighted sum H = sum_i w_i M_i.
+- RISE (Petsiuk et al., BMVC 2018) estimates the expected score given that
+  a pixel is kept, S = sum_i w_i M_i / (N E[M]), E[M] = p: the same map as
+  D-RISE's up to a constant, so the same after min-max normalisation.
+
+Both keep the term w_mean * sum_i M_i: where the random masks happen to
+keep more pixels the map is higher, whatever the detector does. Detection
+weights are rarely near 0 (a masked object is often still detected), so
+this coverage term dominates at small N. ``'coverage'`` (default) divides
+by the per-pixel coverage instead of its expectation,
+S = sum_i w_i M_i / sum_i M_i = w_mean + sum_i (w_i - w_mean) M_i / sum_i M_i
+(the self-normalised estimate of RISE's expectation, as xaitk-saliency's
+``DRISEScoring``): constant weights give a constant map. ``'raw'`` is the
+D-RISE sum (older results of this package).
 """
 import hashlib
 import math
 import os
 import os.path as osp
-from typing import Callable, List, Optional, Sequence, Tuple
+from enum import Enum
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import minmax_normalize
-from ..evaluation.functional.matching import box_iou
+from ..core import box_iou, minmax_normalize
+from ..utils.options import parse_enum
 from .base import BaseExplainer
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -24,6 +43,20 @@ from .targets import Target
 #: detect_fn(masks (B, 1, H, W) in [0, 1]) -> per masked image
 #: (bboxes (M, 4) xyxy, scores (M,), labels (M,))
 DetectFn = Callable[[Tensor], List[Tuple[Tensor, Tensor, Tensor]]]
+
+
+class DRISENormalize(str, Enum):
+    """How D-RISE turns the weighted masks into a map (module doc):
+    ``coverage`` (default) = sum_i w_i M_i / sum_i M_i per pixel,
+    ``raw`` = sum_i w_i M_i (the D-RISE paper's sum)."""
+    COVERAGE = 'coverage'
+    RAW = 'raw'
+
+
+def parse_drise_normalize(
+        value: Union[str, DRISENormalize]) -> DRISENormalize:
+    """Parse ``normalize``; raises ``ValueError`` listing valid names."""
+    return parse_enum(DRISENormalize, value, 'D-RISE normalize')
 
 
 def generate_masks(n: int, size: Tuple[int, int], cells: int = 16,
@@ -67,6 +100,62 @@ def drise_weights(dets: Sequence[Tuple[Tensor, Tensor, Tensor]],
     return out
 
 
+def finish_saliency(wsum: Tensor, coverage: Tensor, wtotal: Tensor,
+                    n_masks: int,
+                    normalize: Union[str, DRISENormalize]) -> Tensor:
+    """Map from the accumulated sums of N masks.
+
+    Args:
+        wsum (Tensor): (K, H, W) sum_i w_i M_i.
+        coverage (Tensor): (H, W) sum_i M_i.
+        wtotal (Tensor): (K,) sum_i w_i.
+        n_masks (int): N.
+        normalize: ``'coverage'`` or ``'raw'`` (see :class:`DRISENormalize`).
+
+    Returns:
+        Tensor: (K, H, W) float32; ``coverage``: sum_i w_i M_i / sum_i M_i,
+        and the mean weight where no mask kept the pixel (no evidence
+        either way). A map flat up to rounding (range <= 1e-6 x its largest
+        value) is returned exactly flat, so min-max normalisation does not
+        stretch rounding noise into a pattern.
+    """
+    if parse_drise_normalize(normalize) == DRISENormalize.RAW:
+        sal = wsum
+    else:
+        mean = (wtotal / n_masks).reshape(-1, 1, 1).expand_as(wsum)
+        sal = torch.where(coverage > 0, wsum / coverage.clamp(min=1e-12),
+                          mean.to(wsum))
+    return _flatten_rounding(sal).float()
+
+
+def _flatten_rounding(sal: Tensor, rel: float = 1e-6) -> Tensor:
+    """(K, H, W) maps whose range is <= ``rel`` x their largest magnitude
+    replaced by their mean."""
+    if sal.numel() == 0:
+        return sal
+    flat = sal.flatten(1)
+    lo, hi = flat.min(1).values, flat.max(1).values
+    tiny = (hi - lo) <= rel * torch.maximum(hi.abs(), lo.abs())
+    return torch.where(tiny.reshape(-1, 1, 1),
+                       flat.mean(1).reshape(-1, 1, 1).expand_as(sal), sal)
+
+
+def _load_state(checkpoint: Optional[str], key: dict):
+    """Saved sums of an interrupted run with the same ``key``, or None."""
+    if not checkpoint or not osp.isfile(checkpoint):
+        return None
+    state = torch.load(checkpoint, weights_only=False)
+    if state.get('key') != key or 'coverage' not in state:
+        return None  # other settings, or a file of an older version
+    return state
+
+
+def _save_state(checkpoint: str, state: dict):
+    tmp = checkpoint + '.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, checkpoint)
+
+
 def drise_saliency(detect_fn: DetectFn,
                    size: Tuple[int, int],
                    target_boxes: Tensor,
@@ -77,8 +166,10 @@ def drise_saliency(detect_fn: DetectFn,
                    chunk_size: int = 32,
                    seed: int = 0,
                    checkpoint: Optional[str] = None,
-                   progress: bool = False) -> Tensor:
-    """Raw D-RISE saliency sum_i w_i M_i for K target detections.
+                   progress: bool = False,
+                   normalize: Union[str, DRISENormalize] = 'coverage'
+                   ) -> Tensor:
+    """D-RISE saliency of K target detections.
 
     Args:
         detect_fn (callable): masks -> detections (see ``DetectFn``); one call
@@ -91,14 +182,18 @@ def drise_saliency(detect_fn: DetectFn,
         p (float): keep probability of a cell.
         chunk_size (int): masks per forward (bounds memory).
         seed (int): seed of the mask generator.
-        checkpoint (str, optional): file holding the partial sum and the
+        checkpoint (str, optional): file holding the partial sums and the
             generator state after each chunk; an interrupted run resumes from
             it (same result as an uninterrupted run). Removed when done.
         progress (bool): show an mmengine progress bar.
+        normalize (str): ``'coverage'`` (default): sum_i w_i M_i /
+            sum_i M_i per pixel; ``'raw'``: sum_i w_i M_i (module doc).
 
     Returns:
-        Tensor: (K, H, W) raw saliency (>= 0).
+        Tensor: (K, H, W) float32 saliency (>= 0; the sums are kept in
+        float64).
     """
+    normalize = parse_drise_normalize(normalize)
     if n_masks < 1 or chunk_size < 1 or cells < 1:
         raise ValueError('n_masks, chunk_size and cells must be >= 1')
     if not 0.0 < p < 1.0:
@@ -110,36 +205,38 @@ def drise_saliency(detect_fn: DetectFn,
                seed=int(seed), size=(h, w),
                boxes=target_boxes.tolist(), labels=target_labels.tolist())
     gen = torch.Generator().manual_seed(int(seed))
-    sal = torch.zeros(len(target_boxes), h, w)
-    done = 0
-    if checkpoint and osp.isfile(checkpoint):
-        state = torch.load(checkpoint, weights_only=False)
-        if state.get('key') == key:
-            sal, done = state['sal'], int(state['done'])
-            gen.set_state(state['rng'])
+    k = len(target_boxes)
+    state = _load_state(checkpoint, key) or dict(
+        key=key, wsum=torch.zeros(k, h, w, dtype=torch.float64),
+        coverage=torch.zeros(h, w, dtype=torch.float64),
+        wtotal=torch.zeros(k, dtype=torch.float64), done=0)
+    if 'rng' in state:
+        gen.set_state(state['rng'])
     bar = None
     if progress:
         from mmengine.utils import ProgressBar
         bar = ProgressBar(n_masks)
-        bar.completed = done
-    while done < n_masks:
-        n = min(chunk_size, n_masks - done)
+        bar.completed = state['done']
+    while state['done'] < n_masks:
+        n = min(chunk_size, n_masks - state['done'])
         masks = generate_masks(n, (h, w), cells, p, gen)
         weights = drise_weights(detect_fn(masks), target_boxes,
-                                target_labels)  # (n, K)
-        sal += torch.einsum('nk,nhw->khw', weights, masks[:, 0])
-        done += n
+                                target_labels).double()  # (n, K)
+        masks = masks[:, 0].double()
+        state['wsum'] += torch.einsum('nk,nhw->khw', weights, masks)
+        state['coverage'] += masks.sum(0)
+        state['wtotal'] += weights.sum(0)
+        state['done'] += n
+        state['rng'] = gen.get_state()
         if checkpoint:
-            tmp = checkpoint + '.tmp'
-            torch.save(dict(key=key, sal=sal, done=done,
-                            rng=gen.get_state()), tmp)
-            os.replace(tmp, checkpoint)
+            _save_state(checkpoint, state)
         if bar is not None:
             for _ in range(n):
                 bar.update()
     if checkpoint and osp.isfile(checkpoint):
         os.remove(checkpoint)
-    return sal
+    return finish_saliency(state['wsum'], state['coverage'], state['wtotal'],
+                           n_masks, normalize)
 
 
 @EXPLAINERS.register_module(name='drise')
@@ -155,13 +252,18 @@ class DRISEExplainer(BaseExplainer):
         seed (int): mask seed.
         resume_dir (str, optional): folder of per-image checkpoints (resume).
         progress (bool): progress bar.
+        normalize (str): ``'coverage'`` (default, map = sum_i w_i M_i /
+            sum_i M_i per pixel) or ``'raw'`` (sum_i w_i M_i, older results);
+            see the module doc.
     """
     method = 'drise'
 
     def __init__(self, model, targets=('cls', ), n_masks: int = 5000,
                  cells: int = 16, p: float = 0.5, chunk_size: int = 16,
                  seed: int = 0, resume_dir: Optional[str] = None,
-                 progress: bool = False, **kwargs):
+                 progress: bool = False, normalize: str = 'coverage',
+                 **kwargs):
+        self.normalize = parse_drise_normalize(normalize)
         kwargs.pop('smoothing', None)
         kwargs.pop('grad_mode', None)
         super().__init__(model, targets=targets, chunk_size=chunk_size,
@@ -244,9 +346,11 @@ class DRISEExplainer(BaseExplainer):
                 ckpt = osp.join(self.resume_dir, f'drise_{tag}.pth')
             sal = drise_saliency(detect_fn, (ih, iw), tb, tl, self.n_masks,
                                  self.cells, self.p, self.chunk_size,
-                                 self.seed, ckpt, self.progress)
-            sal = F.interpolate(sal[None], size=(oh, ow), mode='bilinear',
-                                align_corners=False)[0]
+                                 self.seed, ckpt, self.progress,
+                                 self.normalize)
+            sal = _flatten_rounding(F.interpolate(
+                sal[None], size=(oh, ow), mode='bilinear',
+                align_corners=False)[0])
             out.append(Explanation(
                 bboxes=tb / sf4, scores=ts.float(), labels=tl.long(),
                 candidate_inds=inds.long(),
