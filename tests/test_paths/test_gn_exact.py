@@ -1,0 +1,120 @@
+"""Exact maps on GroupNorm heads: the own-level autograd path (default
+``path='auto'`` and ``path='exact'``) == one backward per candidate through
+the whole head, in float64, within 1e-4 of each map's max."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test_explainers'))
+from odam_tiny_models import build_detector, fake_batch  # noqa: E402
+from test_dense_equivalence import (candidates, reference_maps,  # noqa: E402
+                                    rel_err)
+
+from mmdet_odam.explainers import DenseHeadExplainer  # noqa: E402
+from mmdet_odam.explainers.base import model_guard  # noqa: E402
+from mmdet_odam.explainers.dense import (exact_level_maps,  # noqa: E402
+                                         render_padded,
+                                         tracked_predict_by_feat)
+from mmdet_odam.explainers.targets import BASE_TARGETS  # noqa: E402
+from mmdet_odam.paths import level_groups, scalar_grads  # noqa: E402
+
+OUT = (48, 64)
+
+
+def _check_exact(model, inputs, cands, targets, modes=('pos_relu', )):
+    pad = tuple(inputs.shape[-2:])
+    with model_guard(model) as hooks:
+        for t in targets:
+            for mode in modes:
+                pieces, _ = exact_level_maps(model, inputs, *cands, [t],
+                                             grad_mode=mode, chunk_size=3)
+                got = render_padded(pieces[t], len(cands[0]), pad, OUT)
+                ref = reference_maps(model, inputs, cands, t, 'gaussian',
+                                     mode, OUT, hooks=hooks)
+                nonzero = ref.flatten(1).abs().max(1).values > 0
+                # clamped box regressions have zero gradient
+                assert nonzero.any()
+                assert rel_err(got, ref) < 1e-4, (t, mode)
+
+
+@pytest.mark.parametrize('kind', ['fcos', 'atss'])
+def test_gn_own_level_path_is_exact(kind):
+    model = build_detector(kind, gn=True).double()
+    inputs, samples = fake_batch(model, n=2)
+    inputs = inputs.double()
+    cands = candidates(model, inputs, samples, n=6)
+    assert len(set(cands[1].tolist())) == 5  # every level, both images
+    _check_exact(model, inputs, cands, list(BASE_TARGETS),
+                 modes=('pos_relu', 'pos_norelu'))
+
+
+def test_gn_default_path_is_the_exact_one():
+    """``path='auto'`` on a GN head renders the exact maps: equal to
+    ``path='exact'`` and different from the frozen-GN ``path='fast'``."""
+    model = build_detector('fcos', gn=True).double()
+    inputs, samples = fake_batch(model)
+    kw = dict(score_thr=0.0, topk=8)
+    maps = {p: DenseHeadExplainer(model, targets=('cls', 'right'), path=p)
+            .explain(inputs.double(), samples, **kw)[0]
+            for p in ('auto', 'exact', 'fast')}
+    for t in ('cls', 'right'):
+        assert torch.equal(maps['auto'].maps[t], maps['exact'].maps[t])
+        assert (maps['auto'].maps[t] - maps['fast'].maps[t]).abs().max() \
+            > 1e-3
+
+
+def test_level_groups_and_scalar_grads():
+    img = torch.tensor([1, 0, 1, 0, 1])
+    lvl = torch.tensor([2, 2, 0, 2, 2])
+    got = [(i, lv, r.tolist()) for i, lv, r in level_groups(img, lvl)]
+    assert got == [(1, 0, [2]), (0, 2, [1, 3]), (1, 2, [0, 4])]
+    with pytest.raises(ValueError, match='must be'):
+        level_groups(img, lvl[:3])
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    ys = torch.stack([(x ** 2).sum(), x[0, 1, 2, 0] * 3, x.new_zeros(())])
+    out = list(scalar_grads(ys, x, chunk=2))
+    assert [i.tolist() for i, _ in out] == [[0, 1], [2]]
+    g = torch.cat([g for _, g in out])
+    want = torch.zeros(3, 2, 3, 3, dtype=torch.float64)
+    want[0] = 2 * x.detach()[0]
+    want[1, 1, 2, 0] = 3
+    assert torch.equal(g, want)
+    with pytest.raises(ValueError, match='requires'):
+        next(scalar_grads(ys, x.detach(), 1))
+
+
+def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path):
+    """The shipped trained person FCOS (MobileNetV2, GN head), float64, on
+    a downsized demo photograph: its detections and a candidate on every
+    level."""
+    import mmcv
+    from mmdet.structures import DetDataSample
+
+    from mmdet_odam.apis import init_explainer
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)  # the config's data must not be needed
+    model = init_explainer(
+        str(root / 'configs/pretrained/fcos_mobilenetv2_crowd-person.py'),
+        str(root / 'checkpoints/fcos_mobilenetv2_crowd-person.pth')).double()
+    img = mmcv.imresize(mmcv.imread(str(root / 'demo/images/'
+                                        '000000005001.jpg')), (192, 128))
+    ds = DetDataSample()
+    ds.set_metainfo(dict(img_shape=(128, 192), ori_shape=(128, 192),
+                         scale_factor=(1.0, 1.0)))
+    data = model.data_preprocessor(
+        dict(inputs=[torch.from_numpy(img).permute(2, 0, 1).contiguous()],
+             data_samples=[ds]), False)
+    inputs = data['inputs'].double()
+    head = model.bbox_head
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+        det = tracked_predict_by_feat(head, *head(feats),
+                                      batch_img_metas=[ds.metainfo])[0][:5]
+    lv = det.level_ids.tolist() + list(range(len(feats)))
+    loc = det.loc_inds.tolist() + [
+        (f.shape[-2] // 2) * f.shape[-1] + f.shape[-1] // 2 for f in feats]
+    cands = (torch.zeros(len(lv), dtype=torch.long), torch.tensor(lv),
+             torch.tensor(loc), torch.zeros(len(lv), dtype=torch.long))
+    _check_exact(model, inputs, cands, [BASE_TARGETS[i] for i in (0, 2, 3)])
