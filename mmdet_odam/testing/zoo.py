@@ -50,8 +50,10 @@ class ZooEntry:
         everywhere (dict): key -> value set in every dict of the model config
             that has the key (e.g. ``embed_dims`` of all attention layers);
             applied before ``overrides``.
-        edit (callable, optional): structural change of the whole config
-            (``edit(cfg)``), applied first (e.g. fewer cascade stages).
+        edit (callable, optional): change of the whole config the family
+            needs to build and run here (``edit(cfg)``), applied first.
+        shrink_edit (callable, optional): structural shrinking of the whole
+            config (e.g. fewer cascade stages), applied after ``edit``.
         input_scale (tuple): test resize scale (w, h).
         float64 (bool): the family runs in float64 (all its ops have double
             kernels on the CPU).
@@ -70,6 +72,7 @@ class ZooEntry:
     overrides: Dict = field(default_factory=dict)
     everywhere: Dict = field(default_factory=dict)
     edit: Optional[Callable] = None
+    shrink_edit: Optional[Callable] = None
     input_scale: Tuple[int, int] = INPUT_SCALE
     float64: bool = True
     init_gain: Optional[float] = None
@@ -271,11 +274,12 @@ _ZOO = [
               **rpn_roi()}),
     ZooEntry('Sparse R-CNN', 'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py',
              {**resnet18(), **fpn(), 'rpn_head.num_proposals': 20},
-             everywhere=sparse_head(), edit=keep_stages(2),
+             everywhere=sparse_head(), shrink_edit=keep_stages(2),
              init_modules=('rpn_head', ), notes='2 of 6 stages, 20 proposals'),
     ZooEntry('QueryInst', 'queryinst/queryinst_r50_fpn_1x_coco.py',
              {**resnet18(), **fpn(), 'rpn_head.num_proposals': 20},
-             everywhere=sparse_head(), edit=keep_stages(2, mask=True),
+             everywhere=sparse_head(),
+             shrink_edit=keep_stages(2, mask=True),
              init_modules=('rpn_head', ), notes='2 of 6 stages, 20 proposals'),
     # ---- DETR family -----------------------------------------------------
     ZooEntry('DETR', 'detr/detr_r50_8xb2-150e_coco.py', detr_like(),
@@ -401,28 +405,38 @@ def shrink_pipeline(pipeline, scale):
     return out
 
 
-def _load_config(entry: ZooEntry) -> Config:
+def _load_config(entry: ZooEntry, shrink: bool = True,
+                 input_scale=None) -> Config:
     cfg = Config.fromfile(str(mmdet_configs_dir() / entry.config))
     if entry.edit is not None:
         entry.edit(cfg)
-    for key, value in entry.everywhere.items():
-        set_everywhere(cfg.model, key, value)
-    cfg.merge_from_dict({f'model.{k}': v for k, v in entry.overrides.items()})
+    if shrink:
+        if entry.shrink_edit is not None:
+            entry.shrink_edit(cfg)
+        for key, value in entry.everywhere.items():
+            set_everywhere(cfg.model, key, value)
+        cfg.merge_from_dict(
+            {f'model.{k}': v for k, v in entry.overrides.items()})
     drop_pretrained(cfg.model)
     replace_sync_bn(cfg.model)
     open_test_cfg(cfg.model.get('test_cfg'))
     ds = cfg.test_dataloader.dataset
-    ds.pipeline = shrink_pipeline(ds.pipeline, entry.input_scale)
+    ds.pipeline = shrink_pipeline(ds.pipeline,
+                                  input_scale or entry.input_scale)
     return cfg
 
 
-def zoo_config(entry) -> Config:
-    """The shrunk config of a family (name or :class:`ZooEntry`)."""
-    return _load_config(get_entry(entry))
+def zoo_config(entry, shrink: bool = True, input_scale=None) -> Config:
+    """The config of a family (name or :class:`ZooEntry`): shrunk, or
+    mmdet's own sizes (``shrink=False``; pretrained weights, thresholds and
+    the test input size are still changed); ``input_scale`` (w, h)
+    overrides the entry's."""
+    return _load_config(get_entry(entry), shrink, input_scale)
 
 
-def build_zoo_model(entry, seed: int = 0) -> torch.nn.Module:
-    """Build a shrunk family with seeded random weights.
+def build_zoo_model(entry, seed: int = 0, shrink: bool = True,
+                    input_scale=None) -> torch.nn.Module:
+    """Build a family (shrunk by default) with seeded random weights.
 
     Weights are PyTorch's default initialisation plus the module
     constructors' own (seeded with ``seed``; no ``init_weights``, which
@@ -435,7 +449,7 @@ def build_zoo_model(entry, seed: int = 0) -> torch.nn.Module:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
-    cfg = zoo_config(entry)
+    cfg = zoo_config(entry, shrink, input_scale)
     torch.manual_seed(seed)
     import warnings
     with warnings.catch_warnings():
@@ -489,13 +503,14 @@ def synthetic_image(size=ORIGINAL_SIZE, seed: int = 0) -> np.ndarray:
 
 def coco_image(size=ORIGINAL_SIZE, name: str = COCO_IMAGE) -> np.ndarray:
     """A COCO val2017 photograph (from the shared data folder), resized to
-    ``size`` (w, h): (h, w, 3) BGR uint8."""
+    ``size`` (w, h; ``None``: as it is): (h, w, 3) BGR uint8."""
     import mmcv
     from ..utils import shared_dir
     path = shared_dir() / 'data' / 'coco_val2017_tiny80' / 'images' / name
     if not path.is_file():
         raise FileNotFoundError(f'COCO image not found: {path}')
-    return mmcv.imresize(mmcv.imread(str(path)), tuple(size))
+    img = mmcv.imread(str(path))
+    return img if size is None else mmcv.imresize(img, tuple(size))
 
 
 def zoo_image(source: str = 'coco', size=ORIGINAL_SIZE) -> np.ndarray:

@@ -104,8 +104,13 @@ def assert_valid_maps(exp, ori_shape):
         assert m.shape == (len(exp), h, w), f'{t}: {tuple(m.shape)}'
         assert torch.isfinite(m).all(), f'{t}: not finite'
         assert m.min() >= 0 and m.max() <= 1, f'{t}: outside [0, 1]'
-    assert exp.maps['combined'].flatten(1).amax(1).gt(0).all(), \
-        'a detection has an empty combined map'
+    h_, w_ = float(h), float(w)
+    inside = ((exp.bboxes[:, 0] < w_) & (exp.bboxes[:, 2] > 0)
+              & (exp.bboxes[:, 1] < h_) & (exp.bboxes[:, 3] > 0))
+    empty = exp.maps['combined'].flatten(1).amax(1) == 0
+    assert not (empty & inside).any(), \
+        f'detections {(empty & inside).nonzero().flatten().tolist()} ' \
+        'inside the image have empty maps for every target'
     for t in BASE:
         m = exp.maps[t]
         live = m.flatten(1).amax(1) > 0
