@@ -15,8 +15,13 @@
 #     coco128 person images; batch 16, 1500 iterations, AdamW) and its
 #     Odam-Train twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py
 #     with tools/train.py, strip them to checkpoints/*.pth (<= 25 MB);
-#     cpu (CPU recipe, the two twins ..._cpu.py: batch 2, 1000 iterations):
-#     both trained at once, one thread each (about 1 h on the 2-core machine);
+#     cpu (CPU twin pair, configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py
+#     and its Odam-Train twin ..._crowd-scenes_cpu.py): the default detector
+#     fine-tuned on the crowd scenes with and without the losses, both at
+#     once in the background-friendly way (one thread each, nice 5), logs
+#     in $WORK/cpu_{base,odam}.log, resumed from their last checkpoint when
+#     run again; CPU_ITERS=N (default 600, constant learning rate) stops
+#     both at the same iteration; then evaluated;
 #     faster-rcnn: configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py
 #     (CPU recipe, 2250 iterations, about 1 h with one thread);
 #  4. evaluate on the held-out data with tools/test.py: COCO person AP on
@@ -68,13 +73,21 @@ if [ "$WHAT" = odam-train ] || [ "$WHAT" = all ]; then
     fcos_mobilenetv2_crowd-person_odam-train
   evaluate fcos_mobilenetv2_crowd-person_odam-train
 fi
+train_twin() {  # config, work name, checkpoint name (resumable, one thread)
+  local resume=""
+  [ -f "$WORK/$2/last_checkpoint" ] && resume=--resume
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 python tools/train.py "$1" \
+    --work-dir "$WORK/$2" $resume --cfg-options train_cfg.max_iters="$CPU_ITERS"
+  python tools/model_converters/publish_model.py "$WORK/$2/iter_$CPU_ITERS.pth" --half \
+    "checkpoints/$3.pth"
+}
 if [ "$WHAT" = cpu ]; then  # the twins at once, one thread each
-  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HALF=--half
-  train configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
-    fcos_mobilenetv2_crowd-person_cpu > "$WORK/cpu_base.log" 2>&1 &
+  CPU_ITERS=${CPU_ITERS:-600}
+  train_twin configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
+    fcos_mobilenetv2_crowd-person_cpu >> "$WORK/cpu_base.log" 2>&1 &
   pid=$!
-  train configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py cpu_odam \
-    fcos_mobilenetv2_crowd-person_cpu_odam-train > "$WORK/cpu_odam.log" 2>&1
+  train_twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py cpu_odam \
+    fcos_mobilenetv2_crowd-person_cpu_odam-train >> "$WORK/cpu_odam.log" 2>&1
   wait $pid
   evaluate fcos_mobilenetv2_crowd-person_cpu
   evaluate fcos_mobilenetv2_crowd-person_cpu_odam-train
