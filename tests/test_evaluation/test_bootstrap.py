@@ -64,3 +64,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match='level'):
         bootstrap_images(lambda i: 0., 3, level=95)
     assert bootstrap_mean([], []).n_objects == 0
+
+
+def test_vector_figures_share_the_draws():
+    # (min, max) of the drawn image indices of 2 images: draws 00, 01, 10,
+    # 11 -> min in {0, 1}, max in {0, 1}, each with quantiles 0 and 1
+    v, lo, hi = bootstrap_images(lambda i: [i.min(), i.max()], 2, 400)
+    assert v.tolist() == [0., 1.]
+    assert lo.tolist() == [0., 0.] and hi.tolist() == [1., 1.]

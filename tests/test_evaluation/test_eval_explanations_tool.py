@@ -120,3 +120,30 @@ def test_tool_bad_input(tmp_path, ckpt):
                    str(tmp_path)])
     with pytest.raises(SystemExit):
         tool.parse_args([CFG, ckpt, '--out-dir', 'x', '--iou-thr', '1.5'])
+
+
+def test_methods_accept_spaces_and_commas():
+    tool = load_tool()
+    base = [CFG, 'x.pth', '--out-dir', 'x', '--methods']
+    assert tool.parse_args(base + ['odam', 'gradcam']).methods == [
+        'odam', 'gradcam']
+    assert tool.parse_args(base + ['odam,gradcam']).methods == [
+        'odam', 'gradcam']
+    assert tool.parse_args(base + ['odam,', 'drise']).methods == [
+        'odam', 'drise']
+    with pytest.raises(SystemExit):
+        tool.parse_args(base + ['odam,gradcom'])
+
+
+def test_summary_intervals_over_images():
+    from mmdet_odam.evaluation.functional import markdown_tables, summarize
+    # image a: two objects with ODI .2 and .4, image b: one with .9
+    recs = [dict(key=k, img_id=i, method='odam', odi_box=v)
+            for k, i, v in (('a0', 'a', .2), ('a1', 'a', .4),
+                            ('b0', 'b', .9))]
+    s = summarize(recs, ['odam'])['odam']
+    assert s['odi_box'] == pytest.approx(0.5)
+    # resamples: aa -> .3, ab -> .5, bb -> .9: the interval spans [.3, .9]
+    assert s['odi_box_ci'] == pytest.approx([0.3, 0.9])
+    assert (s['n_objects'], s['n_images']) == (3, 2)
+    assert '50.0 [30.0, 90.0]' in markdown_tables({'odam': s})

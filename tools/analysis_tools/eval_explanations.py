@@ -54,7 +54,9 @@ def parse_args(argv=None):
                    'the evaluated set)')
     p.add_argument('checkpoint', help='detector checkpoint')
     p.add_argument('--methods', nargs='+', default=list(METHODS),
-                   choices=METHODS)
+                   metavar='METHOD',
+                   help=f'explanation methods, space or comma separated '
+                   f'({", ".join(METHODS)})')
     p.add_argument('--out-dir', required=True)
     p.add_argument('--max-objects', type=int, default=None,
                    help='stop after this many explained objects')
@@ -102,6 +104,11 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = p.parse_args(argv)
+    args.methods = [m for v in args.methods for m in v.split(',') if m]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or not args.methods:
+        p.error(f'--methods: unknown {bad or "(none given)"}; valid: '
+                f'{", ".join(METHODS)}')
     if not 0 <= args.iou_thr < 1 or not 0 <= args.track_iou < 1:
         p.error('--iou-thr and --track-iou must be in [0, 1)')
     if not 0 <= args.score_thr <= 1:

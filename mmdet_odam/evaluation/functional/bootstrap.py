@@ -46,31 +46,36 @@ def bootstrap_images(stat: Callable[[np.ndarray], float],
     """Percentile bootstrap of any figure computed from a set of images.
 
     Args:
-        stat (callable): ``stat(idx)`` -> float, the figure on the images
-            ``idx`` (1-D int array, repeats allowed), e.g. AP of a detector
-            on those images.
+        stat (callable): ``stat(idx)`` -> float (or a 1-D array of several
+            figures), the figure on the images ``idx`` (1-D int array,
+            repeats allowed), e.g. AP of a detector on those images.
         n_images (int): number of images.
         n_boot (int): number of resamples. Defaults to 2000.
         level (float): coverage. Defaults to 0.95.
         seed (int): seed of the resampling (same seed, same interval).
 
     Returns:
-        tuple[float, float, float]: figure on all images, low, high.
+        tuple: figure on all images, low, high (floats, or arrays for a
+        vector ``stat``).
     """
     _check(n_boot, level)
     if n_images < 1:
         raise ValueError('bootstrap over images needs at least one image')
     rng = np.random.default_rng(seed)
-    value = float(stat(np.arange(n_images)))
+    value = np.asarray(stat(np.arange(n_images)), dtype=float)
     draws = np.array([
         stat(rng.integers(0, n_images, n_images)) for _ in range(n_boot)
-    ], dtype=float)
-    draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
-        return value, float('nan'), float('nan')
+    ], dtype=float).reshape(n_boot, -1)
     a = (1 - level) / 2
-    low, high = np.quantile(draws, [a, 1 - a])
-    return value, float(low), float(high)
+    low, high = np.full(draws.shape[1], np.nan), np.full(draws.shape[1],
+                                                         np.nan)
+    for j in range(draws.shape[1]):
+        d = draws[:, j][np.isfinite(draws[:, j])]
+        if d.size:
+            low[j], high[j] = np.quantile(d, [a, 1 - a])
+    if value.ndim == 0:
+        return float(value), float(low[0]), float(high[0])
+    return value, low, high
 
 
 def bootstrap_mean(values: Sequence[float],

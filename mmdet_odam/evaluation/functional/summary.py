@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from torch import Tensor
 
+from .bootstrap import bootstrap_mean
 from .compactness import compactness
 from .odi import odi
 from .pointing_game import energy_in_region, pointing_game
@@ -67,12 +68,17 @@ def summarize(records: Sequence[dict],
     ``methods`` (like with like, as the authors' scripts). Mask metrics are
     averaged over the objects that have a mask. Mean curves are included.
 
+    Each mean comes with ``{metric}_ci`` = [low, high], its 95 % bootstrap
+    interval over images (records' ``img_id``; each record its own image
+    when absent), and ``n_images``.
+
     Args:
         records (list[dict]): one per (object, method) with keys ``key``
-            (object id), ``method`` and the metric values.
+            (object id), ``method``, ``img_id`` and the metric values.
 
     Returns:
-        dict: method -> {metric: mean, 'n_objects': n, curves...}.
+        dict: method -> {metric: mean, metric_ci, 'n_objects': n,
+        'n_images': m, curves...}.
     """
     by_obj: Dict[str, Dict[str, dict]] = {}
     for r in records:
@@ -81,14 +87,18 @@ def summarize(records: Sequence[dict],
     out = {}
     for m in methods:
         rows = [by_obj[k][m] for k in common]
-        res = dict(n_objects=len(rows))
+        res = dict(n_objects=len(rows), n_images=len(
+            {str(r.get('img_id', r['key'])) for r in rows}))
         for key in ('pg_box', 'enpg_box', 'compactness', 'odi_box', 'pg_mask',
                     'enpg_mask', 'odi_mask', 'vea_auc', 'deletion_auc',
                     'insertion_auc', 'sanity_pearson', 'sanity_spearman'):
-            vals = [r[key] for r in rows if r.get(key) is not None]
-            if vals:
-                res[key] = float(np.mean(vals))
-                res[f'n_{key}'] = len(vals)
+            sel = [r for r in rows if r.get(key) is not None]
+            if sel:
+                iv = bootstrap_mean([r[key] for r in sel],
+                                    [r.get('img_id', r['key']) for r in sel])
+                res[key] = iv.value
+                res[f'{key}_ci'] = [iv.low, iv.high]
+                res[f'n_{key}'] = len(sel)
         for key in ('vea', 'deletion', 'insertion'):
             curves = [r[key] for r in rows if r.get(key) is not None]
             if curves:
@@ -103,14 +113,22 @@ def summarize(records: Sequence[dict],
     return out
 
 
-def _fmt(key, val):
-    if val is None:
-        return 'n/a'
+def _fmt_one(key, val):
     if key in PERCENT:
         return f'{100 * val:.1f}'
     if key == 'vea_auc':
         return f'{val:.3f}'
     return f'{val:.2f}'
+
+
+def _fmt(key, val, ci=None):
+    """``value [low, high]`` (the interval when known)."""
+    if val is None:
+        return 'n/a'
+    text = _fmt_one(key, val)
+    if ci is not None and all(np.isfinite(ci)):
+        text += f' [{_fmt_one(key, ci[0])}, {_fmt_one(key, ci[1])}]'
+    return text
 
 
 def _table(summary, cols, title) -> List[str]:
@@ -121,14 +139,17 @@ def _table(summary, cols, title) -> List[str]:
              '| --- ' * (len(cols) + 1) + '|']
     for m in methods:
         lines.append(f'| {m} | ' + ' | '.join(
-            _fmt(k, summary[m].get(k)) for k, _, _ in cols) + ' |')
+            _fmt(k, summary[m].get(k), summary[m].get(f'{k}_ci'))
+            for k, _, _ in cols) + ' |')
     return lines + ['']
 
 
 def markdown_tables(summary: Dict[str, dict], note: str = '') -> str:
     """Markdown tables in the layout of the paper's Tab. 1, 3a and 4."""
     n = {m: s.get('n_objects', 0) for m, s in summary.items()}
-    lines = [f'Objects per method: {n}', '']
+    imgs = {m: s.get('n_images', 0) for m, s in summary.items()}
+    lines = [f'Objects per method: {n}; images: {imgs}. Each figure: mean '
+             f'[95 % bootstrap interval over images].', '']
     if note:
         lines += [note, '']
     lines += _table(summary, TAB1, 'Tab. 1 - faithfulness (AUC)')
