@@ -105,8 +105,11 @@ def test_reuse_of_odam_nms_maps():
         cand_inds=torch.tensor([7, 3, 9]),
         odam_maps=torch.rand(3, 8, 8))
     ds = DetDataSample(pred_instances=pred)
+    assert not hook._reusable([ds])  # options not checked on a model yet
+    hook._same_as_nms = True  # what before_test finds for path='fast'
     assert hook._reusable([ds])
-    assert not OdamHook(targets=['cls', 'left'])._reusable([ds])
+    assert not hook._reusable([DetDataSample(pred_instances=pred[:0].new(
+        bboxes=pred.bboxes, scores=pred.scores, labels=pred.labels))])
     meta = dict(batch_input_shape=(32, 32), img_shape=(32, 32),
                 ori_shape=(16, 16), scale_factor=(2., 2.))
     e = hook._from_odam_maps(ds, meta)
@@ -194,3 +197,109 @@ def test_hook_under_dist_test_leaves_metrics_identical(tmp_path):
     html = (out / 'index.html').read_text()
     assert all(f'{s}_grid.jpg' in html for s in stems)
     assert not [p for p in out.rglob('*') if '.tmp' in p.name]
+
+
+# -- reuse of Odam-NMS maps only when they are what was asked for ----------
+@pytest.fixture(scope='module')
+def odam_nms_batch(coco_tiny_root):
+    """Tiny FCOS (random weights) with Odam-NMS, one real image: the
+    model, a fake runner, the data batch and the test step's outputs
+    (which carry ``odam_maps``)."""
+    import mmdet_odam  # noqa: F401
+    from types import SimpleNamespace
+    from mmcv.transforms import Compose
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(TINY))
+    cfg.model.bbox_head.type = 'OdamFCOSHead'
+    cfg.model.test_cfg.nms = dict(type='odam_nms', iou_threshold=0.5,
+                                  corr_low=0.2, corr_high=0.8)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():  # boxes of ~110 px (exp(4) per side), so the
+        model.bbox_head.conv_reg.bias.fill_(4.0)  # Gaussian has an effect
+    model.cfg = cfg
+    model.dataset_meta = dict(classes=('person', ))
+    model.eval()
+    img = sorted((coco_tiny_root / 'images').glob('*.jpg'))[0]
+    data = Compose(cfg.test_pipeline)(dict(img_path=str(img), img_id=0))
+    batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
+    with torch.no_grad():
+        outputs = model.test_step(batch)
+    assert 'odam_maps' in outputs[0].pred_instances
+    loader = SimpleNamespace(dataset=SimpleNamespace(metainfo={}),
+                             sampler=None)
+    runner = SimpleNamespace(model=model, work_dir='.', timestamp='t',
+                             test_loop=SimpleNamespace(dataloader=loader))
+    return model, runner, batch, outputs
+
+
+def _run_hook(runner, batch, outputs, out_dir, **kw):
+    hook = OdamHook(targets=['cls'], score_thr=0.0, topk=3,
+                    out_dir=str(out_dir), save_overlays=False,
+                    save_grid=False, map_dtype='float32', **kw)
+    hook.before_test(runner)
+    hook.after_test_iter(runner, 0, batch, outputs)
+    assert hook.num_written == 1 and hook.num_failed == 0
+    (npz, ) = out_dir.glob('*.npz')
+    with np.load(npz) as z:
+        return hook, z['boxes'], z['maps_cls']
+
+
+@pytest.mark.parametrize('kw', [dict(path='auto'),  # GN head: exact path
+                                dict(path='exact'),
+                                dict(path='fast', grad_mode='abs'),
+                                dict(path='fast', layer='neck'),
+                                dict(path='fast', method='gradcam'),
+                                dict(path='fast', reuse_odam_maps=False)])
+def test_hook_computes_its_own_maps_for_other_options(odam_nms_batch, kw):
+    _, runner, batch, outputs = odam_nms_batch
+    hook = OdamHook(targets=['cls'], **kw)
+    hook.before_test(runner)
+    assert not hook._reusable(outputs)
+    assert not OdamHook(targets=['cls', 'left'], path='fast')._reusable(
+        outputs)
+
+
+def test_hook_smoothing_none_is_not_replaced_by_odam_nms_maps(
+        odam_nms_batch, tmp_path):
+    """Same options as Odam-NMS (cls, Gaussian, pos_relu, fast path): its
+    maps are written. ``smoothing='none'``: the hook computes the maps, and
+    they equal the explainer's with ``smoothing='none'``, not the reused
+    Gaussian ones."""
+    from mmdet_odam.explainers import build_explainer
+    model, runner, batch, outputs = odam_nms_batch
+    hook, boxes_g, maps_g = _run_hook(runner, batch, outputs,
+                                      tmp_path / 'gauss', path='fast')
+    assert hook.num_reused == 1
+    pred = outputs[0].pred_instances
+    top = pred.scores.argsort(descending=True)[:3]
+    ref_g = odam_maps_to_image(pred.odam_maps[top], outputs[0].metainfo)
+    np.testing.assert_allclose(maps_g, ref_g.numpy(), atol=1e-6)
+
+    hook, boxes_n, maps_n = _run_hook(runner, batch, outputs,
+                                      tmp_path / 'none', path='fast',
+                                      smoothing='none')
+    assert hook.num_reused == 0
+    np.testing.assert_allclose(boxes_n, boxes_g, atol=1e-4)
+    explainer = build_explainer(model, 'odam', targets=['cls'],
+                                smoothing='none', path='fast')
+    with torch.no_grad():
+        data = model.data_preprocessor(batch, False)
+    ref_n = explainer.explain(data['inputs'], data['data_samples'],
+                              score_thr=0.0, topk=3)[0]
+    np.testing.assert_allclose(boxes_n, ref_n.bboxes.numpy(), atol=1e-4)
+    np.testing.assert_allclose(maps_n, ref_n.maps['cls'].numpy(), atol=1e-5)
+    # the smoothing matters here: the Gaussian maps of the explainer and of
+    # Odam-NMS (rendered on its coarser grid) both differ from 'none'
+    gauss = build_explainer(model, 'odam', targets=['cls'], path='fast')
+    ref_g2 = gauss.explain(data['inputs'], data['data_samples'],
+                           score_thr=0.0, topk=3)[0].maps['cls'].numpy()
+    def mad(a, b):
+        return float(np.abs(a - b).mean())
+
+    assert mad(ref_g2, maps_n) > 0.02 and mad(maps_g, maps_n) > 0.02
+    assert mad(maps_g, ref_g2) < 0.01  # reused = the Gaussian maps

@@ -78,6 +78,12 @@ def odam_maps_to_image(maps: torch.Tensor, meta: dict) -> torch.Tensor:
     return minmax_normalize(out.clamp(min=0))
 
 
+#: Explainer paths (``plan()[0]``) that compute what Odam-NMS stores in
+#: ``odam_maps``: the batched patch path of dense heads (frozen norm
+#: statistics) and the RoI adjoint of two-stage detectors.
+NMS_MAP_PATHS = ('patch', 'roi_adjoint')
+
+
 @HOOKS.register_module()
 class OdamHook(Hook):
     """Save ODAM explanations of the test images.
@@ -95,14 +101,19 @@ class OdamHook(Hook):
             features).
         smoothing (str): ``gaussian`` or ``none``.
         grad_mode (str): ``pos_relu``, ``neg_relu``, ``pos_norelu``, ``abs``.
+        path (str): gradient path, ``auto`` (default), ``exact`` or
+            ``fast`` (see :class:`~mmdet_odam.explainers.targets.ExplainPath`).
         interval (int): explain every ``interval``-th test iteration.
         save_overlays (bool): write one overlay per detection and target.
         save_grid (bool): write the per-image grid.
         map_dtype (str): ``float16`` or ``float32`` maps in the npz.
         max_grid_rows (int): detections shown in a grid.
         reuse_odam_maps (bool): when the predictions carry ``odam_maps``
-            (Odam-NMS) use them for the ``cls`` target instead of
-            recomputing it.
+            (Odam-NMS) and they are exactly the maps asked for (target
+            ``cls`` only, method ``odam``, default layer, ``gaussian``
+            smoothing, ``pos_relu``, and ``path`` resolving to the path
+            Odam-NMS takes on this model), write them instead of
+            recomputing them; any other option computes the maps.
         strict (bool): raise on an explanation error instead of logging it
             and going on.
         explainer_cfg (dict, optional): more options of the explainer
@@ -114,17 +125,19 @@ class OdamHook(Hook):
                  topk: int = 100, out_dir: str = 'odam',
                  method: str = 'odam', layer: Optional[str] = None,
                  smoothing: str = 'gaussian', grad_mode: str = 'pos_relu',
-                 interval: int = 1, save_overlays: bool = True,
+                 path: str = 'auto', interval: int = 1, save_overlays: bool = True,
                  save_grid: bool = True, map_dtype: str = 'float16',
                  max_grid_rows: int = 20, reuse_odam_maps: bool = True,
                  strict: bool = False, explainer_cfg: Optional[dict] = None):
         from mmdet_odam.explainers.base import BaseExplainer
         from mmdet_odam.explainers.targets import (parse_grad_mode,
+                                                   parse_path,
                                                    parse_smoothing,
                                                    parse_targets)
         self.targets = [t.value for t in parse_targets(targets)]
-        parse_smoothing(smoothing)
-        parse_grad_mode(grad_mode)
+        smoothing = parse_smoothing(smoothing).value
+        grad_mode = parse_grad_mode(grad_mode).value
+        self.path = parse_path(path).value
         if topk is None:
             raise ValueError('topk must be >= 1, got None')
         BaseExplainer.check_thresholds(score_thr, topk)
@@ -149,6 +162,7 @@ class OdamHook(Hook):
         self.strict = strict
         self.explainer_cfg = dict(explainer_cfg or {})
         self._explainer = None
+        self._same_as_nms = False
         self._writer = None
         self._seen = 0
         self._dedup = None
@@ -171,10 +185,12 @@ class OdamHook(Hook):
         from mmdet_odam.explainers import build_explainer
         from mmdet_odam.visualization import ExplanationWriter
         model = self._model(runner)
+        path = dict(path=self.path) if self.method == 'odam' else {}
         self._explainer = build_explainer(
             model, self.method, targets=self.targets, layer=self.layer,
-            smoothing=self.smoothing, grad_mode=self.grad_mode,
+            smoothing=self.smoothing, grad_mode=self.grad_mode, **path,
             **self.explainer_cfg)
+        self._same_as_nms = self._asks_for_nms_maps()
         meta = getattr(model, 'dataset_meta', None) or \
             getattr(runner.test_loop.dataloader.dataset, 'metainfo', {}) or {}
         self.out_path = self.resolve_out_dir(runner)
@@ -265,14 +281,26 @@ class OdamHook(Hook):
             self._writer.write(stem, img, expl)
             self.num_written += 1
 
+    def _asks_for_nms_maps(self) -> bool:
+        """The options ask for exactly the maps Odam-NMS computes: ODAM
+        ``cls`` at the FPN level, Gaussian smoothing, ``pos_relu``, through
+        the path Odam-NMS takes (the patch path of a dense head, the RoI
+        adjoint of a two-stage detector)."""
+        if not (self.reuse_odam_maps and self.targets == ['cls']
+                and self.method == 'odam'
+                and self.layer in (None, 'fpn_level')
+                and self.smoothing == 'gaussian'
+                and self.grad_mode == 'pos_relu'):
+            return False
+        plan = getattr(self._explainer, 'plan', None)
+        return plan is not None and plan()[0] in NMS_MAP_PATHS
+
     def _reusable(self, outputs) -> bool:
-        """Every prediction carries ``odam_maps`` and only ``cls`` is asked
-        for (with the default layer, ODAM, same options as Odam-NMS)."""
-        return (self.reuse_odam_maps and self.targets == ['cls']
-                and self.method == 'odam' and self.layer is None
-                and len(outputs) > 0 and all(
-                    o is not None and hasattr(o, 'pred_instances')
-                    and 'odam_maps' in o.pred_instances for o in outputs))
+        """The options ask for Odam-NMS's maps and every prediction carries
+        them."""
+        return (self._same_as_nms and len(outputs) > 0 and all(
+            o is not None and hasattr(o, 'pred_instances')
+            and 'odam_maps' in o.pred_instances for o in outputs))
 
     def _from_odam_maps(self, out, meta):
         from mmdet_odam.core import top_scoring
