@@ -1,4 +1,5 @@
 """Per-row gradients by batched autograd (pure torch)."""
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -19,6 +20,63 @@ def as_leaves(out) -> Tuple[object, List[Tensor]]:
                      'explained; choose a layer that outputs feature maps')
 
 
+def tokens_as_level_leaves(tokens: Tensor, shapes: Sequence[Tuple[int, int]]
+                           ) -> Tuple[Tensor, List[Tensor]]:
+    """Replace flattened multi-level tokens by per-level leaf maps.
+
+    Args:
+        tokens (Tensor): (B, N, C), levels flattened row-major and
+            concatenated (a DETR-family encoder's memory), N = sum h_l w_l.
+        shapes (list[tuple]): (h_l, w_l) of each level.
+
+    Returns:
+        tuple: ``(new_tokens, leaves)``: ``new_tokens`` (B, N, C) equal to
+        ``tokens`` but computed from ``leaves`` [(B, C, h_l, w_l)] that
+        require grad.
+    """
+    b, n, c = tokens.shape
+    sizes = [int(h) * int(w) for h, w in shapes]
+    if sum(sizes) != n:
+        raise ValueError(f'{n} tokens do not tile levels {list(shapes)}')
+    leaves = [
+        t.detach().transpose(1, 2).reshape(b, c, int(h), int(w))
+        .contiguous().requires_grad_(True)
+        for t, (h, w) in zip(tokens.split(sizes, 1), shapes)
+    ]
+    new = torch.cat([lf.flatten(2).transpose(1, 2) for lf in leaves], 1)
+    return new, leaves
+
+
+def _batched_grad(ys: Tensor, leaves: Sequence[Tensor], eye: Tensor):
+    """``is_grads_batched`` gradients, and whether vmap had to fall back to
+    its slow per-row loop for some op (then a plain loop of backward passes
+    is faster: it does not replay the batched graph op by op)."""
+    # is_grads_batched runs on the legacy vmap, whose fallback warns only
+    # when its debug flag is on
+    toggle = getattr(torch._C, '_debug_only_display_vmap_fallback_warnings',
+                     None)
+    probe = getattr(torch._C,
+                    '_debug_only_are_vmap_fallback_warnings_enabled', None)
+    was = bool(probe()) if probe is not None else False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        if toggle is not None:
+            toggle(True)
+        try:
+            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
+                                     is_grads_batched=True,
+                                     retain_graph=True, allow_unused=True)
+        finally:
+            if toggle is not None:
+                toggle(was)
+    slow = any('batching rule' in str(w.message) for w in caught)
+    for w in caught:
+        if 'batching rule' not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename,
+                                   w.lineno)
+    return gs, slow
+
+
 def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
               state: Optional[dict] = None) -> List[Optional[Tensor]]:
     """Gradients of ``ys[rows]`` (``ys``: (N,)) w.r.t. each leaf, one per
@@ -30,13 +88,17 @@ def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
     """
     n = len(rows)
     state = {} if state is None else state
+    if 'loop' not in state and n > 2:  # try vmap on two rows first
+        head = row_grads(ys, leaves, rows[:2], state)
+        rest = row_grads(ys, leaves, rows[2:], state)
+        return [_cat_rows([a, b], [2, n - 2], lf)
+                for a, b, lf in zip(head, rest, leaves)]
     if not state.get('loop', False):
         eye = ys.new_zeros(n, ys.shape[0])
         eye[torch.arange(n, device=ys.device), rows] = 1
         try:
-            gs = torch.autograd.grad(ys, leaves, grad_outputs=eye,
-                                     is_grads_batched=True,
-                                     retain_graph=True, allow_unused=True)
+            gs, slow = _batched_grad(ys, leaves, eye)
+            state['loop'] = slow  # an op without a vmap rule: loop instead
             return list(gs)
         except (RuntimeError, NotImplementedError):
             state['loop'] = True
@@ -45,6 +107,18 @@ def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
                             allow_unused=True) for r in rows
     ]
     return [
-        None if per[0][k] is None else torch.stack([p[k] for p in per])
-        for k in range(len(leaves))
+        _cat_rows([None if p[k] is None else p[k][None] for p in per],
+                  [1] * n, leaves[k]) for k in range(len(leaves))
     ]
+
+
+def _cat_rows(parts: Sequence[Optional[Tensor]], counts: Sequence[int],
+              leaf: Tensor) -> Optional[Tensor]:
+    """Concatenate per-row gradient blocks (None: rows that do not use
+    ``leaf``, zeros there); None when no row uses it."""
+    if all(p is None for p in parts):
+        return None
+    return torch.cat([
+        leaf.new_zeros(c, *leaf.shape) if p is None else p
+        for p, c in zip(parts, counts)
+    ])

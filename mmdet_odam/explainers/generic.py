@@ -11,8 +11,13 @@ come from chunked ``torch.autograd.grad(..., is_grads_batched=True)`` (one
 row per detection and target; falls back to one backward per row for ops
 without a vmap rule, e.g. mmcv's RoIAlign or deformable attention).
 
-Layer: ``None`` = the neck outputs (all levels) or, without a neck, the last
-backbone output; any module name (all tensors it outputs). The map of a
+Layer: ``None`` = for DETR-family detectors (a transformer ``encoder`` fed
+with the flattened neck levels) the encoder's output memory, each level's
+tokens put back on that level's grid (B, C, h_l, w_l), so the backward runs
+through the decoder and the head only; else the neck outputs (all levels)
+or, without a neck, the last backbone output. Any module name: all tensors
+it outputs (token outputs (B, N, C) that tile the neck's levels are put back
+on the levels the same way). The map of a
 detection is f(sum_c Phi(G)_c * A_c) on every level of the layer, each
 rendered on the original image and **summed** over levels (as the dense
 explainer does for multi-level layers; a level the target does not depend on
@@ -29,7 +34,7 @@ from torch import Tensor
 
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gaussian_smooth, level_to_image, match_boxes,
-                    odam_raw, row_grads, top_scoring)
+                    odam_raw, row_grads, tokens_as_level_leaves, top_scoring)
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -192,8 +197,38 @@ class GenericExplainer(BaseExplainer):
                 declined)
 
     def default_layer(self) -> str:
+        """``'encoder'`` for DETR-family detectors (its output memory,
+        mapped back to the neck's levels), else ``'neck'``, else
+        ``'backbone'``."""
+        if self._token_encoder() is not None:
+            return 'encoder'
         neck = getattr(self.model, 'neck', None)
         return 'neck' if neck is not None else 'backbone'
+
+    def _token_encoder(self):
+        """The transformer encoder of a DETR-family detector (flattened
+        neck levels in, memory tokens (B, N, C) out), or None."""
+        model = self.model
+        enc = getattr(model, 'encoder', None)
+        if isinstance(enc, torch.nn.Module) and callable(
+                getattr(model, 'forward_encoder', None)) and getattr(
+                    model, 'neck', None) is not None:
+            return enc
+        return None
+
+    def _layer_hook(self, store: List[List[Tensor]], level_shapes: list):
+        """Forward hook that replaces the layer's output by leaves; token
+        outputs (B, N, C) that tile the neck's levels become per-level
+        (B, C, h, w) leaves."""
+        def hook(mod, inp, out):
+            if isinstance(out, Tensor) and out.dim() == 3 and level_shapes \
+                    and sum(h * w for h, w in level_shapes) == out.shape[1]:
+                new, leaves = tokens_as_level_leaves(out, level_shapes)
+            else:
+                new, leaves = as_leaves(out)
+            store.append(leaves)
+            return new
+        return hook
 
     def _explain(self, inputs, data_samples, hooks, score_thr, topk, boxes,
                  labels) -> List[Explanation]:
@@ -202,13 +237,14 @@ class GenericExplainer(BaseExplainer):
         module = resolve_module(model, name)
         last_only = self.layer is None and name == 'backbone'
         store: List[List[Tensor]] = []
-
-        def hook(mod, inp, out):
-            new, leaves = as_leaves(out)
-            store.append(leaves)
-            return new
-
-        hooks.forward(module, hook)
+        level_shapes: list = []
+        neck = getattr(model, 'neck', None)
+        if neck is not None and module is not neck:
+            def shapes(mod, inp, out):
+                level_shapes[:] = [tuple(o.shape[-2:]) for o in (
+                    out if isinstance(out, (list, tuple)) else [out])]
+            hooks.forward(neck, shapes)
+        hooks.forward(module, self._layer_hook(store, level_shapes))
         two_stage = getattr(model, 'rpn_head', None) is not None
         with torch.enable_grad(), keep_head_grads(not two_stage):
             # shallow copies: predict writes pred_instances into them

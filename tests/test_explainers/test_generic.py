@@ -102,16 +102,38 @@ def detector(request):
     return request.param, build(cfg)
 
 
-def manual_maps(model, inputs, samples, expl, target):
-    """One backward per detection through mmdet's predict (own hook)."""
-    store = []
+def manual_maps(model, inputs, samples, expl, target, layer='neck'):
+    """One backward per detection through mmdet's predict (own hook).
+
+    ``layer='encoder'``: gradients w.r.t. the encoder's memory tokens
+    (B, N, C), put back on the (single) neck level's grid here."""
+    store, tokens, shape = [], [], []
 
     def hook(mod, inp, out):
         leaves = [o.detach().requires_grad_(True) for o in out]
         store.extend(leaves)
         return type(out)(leaves)
 
-    h = model.neck.register_forward_hook(hook)
+    def neck_shape(mod, inp, out):
+        shape[:] = list(out[0].shape[-2:])
+
+    def token_hook(mod, inp, out):
+        leaf = out.detach().requires_grad_(True)
+        tokens.append(leaf)
+        return leaf
+
+    if layer == 'encoder':
+        hs = [model.neck.register_forward_hook(neck_shape),
+              model.encoder.register_forward_hook(token_hook)]
+    else:
+        hs = [model.neck.register_forward_hook(hook)]
+
+    class _All:
+        def remove(self):
+            for x in hs:
+                x.remove()
+
+    h = _All()
     from mmdet_odam.explainers.generic import keep_head_grads
     try:
         with torch.enable_grad(), keep_head_grads():
@@ -127,10 +149,17 @@ def manual_maps(model, inputs, samples, expl, target):
         else:
             j = TARGETS.index(target) - 1
             y = (-1 if j < 2 else 1) * 2.0 * inst.bboxes[k, j]
-        gs = torch.autograd.grad(y, store, retain_graph=True,
-                                 allow_unused=True)
+        if layer == 'encoder':
+            (g, ) = torch.autograd.grad(y, tokens, retain_graph=True)
+            c = g.shape[-1]
+            pairs = [(g.transpose(1, 2).reshape(1, c, *shape),
+                      tokens[0].transpose(1, 2).reshape(1, c, *shape))]
+        else:
+            gs = torch.autograd.grad(y, store, retain_graph=True,
+                                     allow_unused=True)
+            pairs = list(zip(gs, store))
         total = 0
-        for g, a in zip(gs, store):
+        for g, a in pairs:
             if g is None:
                 continue
             s = infer_stride(96, a.shape[-2])
@@ -153,11 +182,13 @@ def test_batched_equals_per_detection_loop(detector):
     loop = GenericExplainer(model, targets=TARGETS, chunk_size=1).explain(
         inputs, samples, score_thr=0.0, topk=5)[0]
     assert len(e) == 5 and e.maps['cls'].shape == (5, 48, 64)
+    layer = 'encoder' if name == 'detr' else 'neck'  # DETR: memory tokens
+    assert e.layer == layer
     top = pred.pred_instances.scores.argsort(descending=True)[:5]
     assert torch.allclose(e.scores, pred.pred_instances.scores[top])
     for t in TARGETS:
         assert (e.maps[t] - loop.maps[t]).abs().max() < 1e-4, t
-        ref = manual_maps(model, inputs, samples, e, t)
+        ref = manual_maps(model, inputs, samples, e, t, layer)
         assert (e.maps[t] - ref).abs().max() < 1e-4, t
     # not all-zero: the targets really reach the layer
     assert (e.maps['cls'].amax((1, 2)) > 0.999).all()
