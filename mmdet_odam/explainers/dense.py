@@ -50,7 +50,8 @@ from ..adapters.dense import (has_group_norm, layer_radius, level_call_args,
                               tower_layers)
 from ..adapters.support import equivalent_override
 from ..nms.odam_nms import check_test_cfg_nms
-from ..paths import level_groups, scalar_grads
+from ..paths import (conv_radius, level_groups, level_tower_grads,
+                     scalar_grads, tower_costs, tower_supported)
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -474,31 +475,106 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
         a = _num_priors(head)
         dec = feats[0].new_zeros(labels.shape[0], 4)
         pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
+        # conv towers: window + shared GN basis (paths.gn_exact); else one
+        # backward per scalar on the level's forward (paths.level_autograd)
+        preds = [m for m in head.children() if isinstance(m, nn.Conv2d)]
+        tlayers = [list(getattr(head, k, []) or [])
+                   for k in ('cls_convs', 'reg_convs')]
+        use_towers = bool(preds) and all(
+            conv_radius(p) is not None for p in preds) and all(
+                tower_supported(t) for t in tlayers)
         for img, lvl, rows in level_groups(img_inds, level_ids):
             x = feats[lvl][img:img + 1].detach().requires_grad_(True)
             cells = loc_inds[rows] // a
             w = x.shape[-1]
-            with torch.enable_grad():
-                outs = head.forward_single(x, *call_args[lvl])
-                vecs = [o[0][:, cells // w, cells % w].t() for o in outs]
-                ys = candidate_scalars(
-                    head, vecs[0], vecs[1], vecs[2] if len(vecs) > 2 else
-                    None, loc_inds[rows] % a, labels[rows],
-                    mlvl_priors[lvl][loc_inds[rows]],
-                    x.new_full((len(rows), ), strides[lvl][1]))
+            seen: Dict = {}  # pred conv -> (input, output leaf)
+            touts = {}
+            lh = HookList()
+
+            def pred_hook(mod, inp, out):
+                leaf = out.detach().requires_grad_(True)
+                seen[mod] = (inp[0], leaf)
+                return leaf
+
+            def tower_hook(mod, inp, out):
+                touts[mod] = out
+
+            try:
+                if use_towers:
+                    for p in preds:
+                        lh.forward(p, pred_hook)
+                    for t in tlayers:
+                        if t:
+                            lh.forward(t[-1], tower_hook)
+                with torch.enable_grad():
+                    outs = head.forward_single(x, *call_args[lvl])
+                    vecs = [o[0][:, cells // w, cells % w].t() for o in outs]
+                    ys = candidate_scalars(
+                        head, vecs[0], vecs[1], vecs[2] if len(vecs) > 2
+                        else None, loc_inds[rows] % a, labels[rows],
+                        mlvl_priors[lvl][loc_inds[rows]],
+                        x.new_full((len(rows), ), strides[lvl][1]))
+            finally:
+                lh.remove()
+            towers = None
+            if use_towers:
+                t_out = [touts.get(t[-1]) if t else x for t in tlayers]
+                towers = [(t, [p for p in preds if seen[p][0] is o])
+                          for t, o in zip(tlayers, t_out)]
+                if sum(len(tp) for _, tp in towers) != len(preds):
+                    towers = None  # a prediction conv reads something else
             dec[rows] = ys.pop('boxes').detach()
             sb = dec[rows] if boxes is None else boxes[rows].to(dec)
             sig = box_sigmas(box_wh_in_cells(sb, strides[lvl]))
             feat = x.detach()
-            for t in targets:
-                for idx, g in scalar_grads(ys[t], x, chunk_size):
-                    if smoothing == 'gaussian':
-                        g = gaussian_smooth(g, sig[idx])
-                    f = feat.expand(len(idx), -1, -1, -1)
-                    if grad_weights is not None:  # Grad-CAM(++)
-                        g = grad_weights(g, f)
-                    m = apply_grad_mode(odam_raw(g, f), grad_mode)
-                    pieces[t].append((rows[idx], strides[lvl], m.detach()))
+            if towers is not None:
+                # each candidate's d(target) / d(pred conv output) at its
+                # cell, in rounds of distinct cells (the output ops are
+                # element-wise)
+                rank = torch.zeros_like(cells)
+                count: Dict = {}
+                for j, c in enumerate(cells.tolist()):
+                    rank[j] = count.get(c, 0)
+                    count[c] = int(rank[j]) + 1
+                coefs = {}
+                for t in targets:
+                    cg = {p: x.new_zeros(len(rows), seen[p][1].shape[1])
+                          for p in preds}
+                    for r in range(int(rank.max()) + 1):
+                        sel = (rank == r).nonzero().squeeze(1)
+                        y = ys[t][sel].sum()
+                        if not y.requires_grad:
+                            continue
+                        gs = torch.autograd.grad(
+                            y, [seen[p][1] for p in preds],
+                            retain_graph=True, allow_unused=True)
+                        for p, g in zip(preds, gs):
+                            if g is not None:
+                                cs = cells[sel]
+                                cg[p][sel] = g[0][:, cs // w, cs % w].t()
+                    coefs[t] = [
+                        [cg[p] for p in tp]
+                        if any(bool(cg[p].any()) for p in tp) else None
+                        for _, tp in towers]
+                cost = [tower_costs(tl, len(rows) * sum(
+                    c[i] is not None for c in coefs.values()))
+                    for i, (tl, _) in enumerate(towers)]
+                if 10 * sum(c[0] for c in cost) > 7 * sum(c[1] for c in cost):
+                    towers = None  # few rows: one backward each is cheaper
+            if towers is not None:
+                grads = level_tower_grads(towers, feat, cells, coefs,
+                                          chunk_size)
+            else:
+                grads = ((t, idx, g) for t in targets
+                         for idx, g in scalar_grads(ys[t], x, chunk_size))
+            for t, idx, g in grads:
+                if smoothing == 'gaussian':
+                    g = gaussian_smooth(g, sig[idx])
+                f = feat.expand(len(idx), -1, -1, -1)
+                if grad_weights is not None:  # Grad-CAM(++)
+                    g = grad_weights(g, f)
+                m = apply_grad_mode(odam_raw(g, f), grad_mode)
+                pieces[t].append((rows[idx], strides[lvl], m.detach()))
         return pieces, dec
     own = hooks is None
     hooks = hooks or HookList()

@@ -18,9 +18,22 @@ from mmdet_odam.explainers.dense import (exact_level_maps,  # noqa: E402
                                          render_padded,
                                          tracked_predict_by_feat)
 from mmdet_odam.explainers.targets import BASE_TARGETS  # noqa: E402
-from mmdet_odam.paths import level_groups, scalar_grads  # noqa: E402
+from mmdet_odam.paths import (level_groups, scalar_grads,  # noqa: E402
+                              tower_costs, tower_supported)
 
 OUT = (48, 64)
+
+
+@pytest.fixture(params=['towers', 'per_scalar'])
+def force_path(request, monkeypatch):
+    """Both own-level paths: the tower path (window + shared GN basis) and
+    one backward per scalar, whatever their cost estimate picks."""
+    import mmdet_odam.explainers.dense as dense
+    if request.param == 'towers':
+        monkeypatch.setattr(dense, 'tower_costs', lambda layers, n: (0, 1))
+    else:
+        monkeypatch.setattr(dense, 'tower_supported', lambda layers: False)
+    return request.param
 
 
 def _check_exact(model, inputs, cands, targets, modes=('pos_relu', )):
@@ -40,7 +53,7 @@ def _check_exact(model, inputs, cands, targets, modes=('pos_relu', )):
 
 
 @pytest.mark.parametrize('kind', ['fcos', 'atss'])
-def test_gn_own_level_path_is_exact(kind):
+def test_gn_own_level_path_is_exact(kind, force_path):
     model = build_detector(kind, gn=True).double()
     inputs, samples = fake_batch(model, n=2)
     inputs = inputs.double()
@@ -85,7 +98,8 @@ def test_level_groups_and_scalar_grads():
         next(scalar_grads(ys, x.detach(), 1))
 
 
-def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path):
+def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path,
+                                              force_path):
     """The shipped trained person FCOS (MobileNetV2, GN head), float64, on
     a downsized demo photograph: its detections and a candidate on every
     level."""
@@ -118,3 +132,16 @@ def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path):
     cands = (torch.zeros(len(lv), dtype=torch.long), torch.tensor(lv),
              torch.tensor(loc), torch.zeros(len(lv), dtype=torch.long))
     _check_exact(model, inputs, cands, [BASE_TARGETS[i] for i in (0, 2, 3)])
+
+
+def test_tower_costs():
+    """Hand counts: 2 GN layers of 4 groups, n rows."""
+    model = build_detector('fcos', gn=True)
+    layers = list(model.bbox_head.reg_convs)
+    # top layer: no basis yet + 2; bottom: min(8, n) + 2
+    assert tower_costs(layers, 100) == (12, 200)
+    assert tower_costs(layers, 3) == (7, 6)
+    plain = list(build_detector('fcos', gn=False).bbox_head.reg_convs)
+    assert tower_costs(plain, 50) == (0, 100)
+    assert tower_supported(layers) and tower_supported(plain)
+    assert not tower_supported([torch.nn.Conv2d(2, 2, 3, padding=1)])
