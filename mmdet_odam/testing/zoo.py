@@ -246,7 +246,7 @@ _ZOO = [
               'neck.in_channels': (24, 1280),
               'neck.out_channels': (24, 1280, 64, 32, 32, 16),
               'bbox_head.in_channels': (24, 1280, 64, 32, 32, 16)},
-             input_scale=(320, 320), post_build=ssd_loss_cls,
+             input_scale=(320, 320), post_build=ssd_loss_cls, init_gain=1.4,
              notes='MobileNetV2 x0.25, 320x320'),
     ZooEntry('CondInst', 'condinst/condinst_r50_fpn_ms-poly-90k_coco_'
              'instance.py',
