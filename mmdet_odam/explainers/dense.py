@@ -383,8 +383,10 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         chunk_size (int): candidates per patch batch (bounds memory).
         record (TowerRecord, optional): from
             :func:`~.reversed_head.forward_recording` on ``feats`` (the
-            forward that produced the candidates); recorded when missing
-            (with frozen GN statistics when ``create_graph``).
+            forward that produced the candidates; with or without
+            autograd: ``create_graph`` differentiates the scores with
+            frozen GN statistics on the candidates' windows); recorded
+            without autograd when missing.
         reversed_head (bool, optional): None = when supported, True =
             require it (error otherwise), False = patch path.
 
@@ -411,9 +413,10 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
     if towers is not None:
         _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
         if record is None:
-            with torch.set_grad_enabled(create_graph):
-                _, record = forward_recording(head, feats, towers,
-                                              freeze_norm=create_graph)
+            # values only; with create_graph the scores' frozen-statistics
+            # graph is re-computed on the candidates' windows
+            with torch.no_grad():
+                _, record = forward_recording(head, feats, towers)
         pri = candidate_priors(head, feats, level_ids, loc_inds)
         return reversed_head_maps(
             head, feats, record, img_inds, level_ids, loc_inds, labels, pri,
@@ -559,7 +562,7 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
                 cost = [tower_costs(tl, len(rows) * sum(
                     c[i] is not None for c in coefs.values()))
                     for i, (tl, _) in enumerate(towers)]
-                if 10 * sum(c[0] for c in cost) > 7 * sum(c[1] for c in cost):
+                if 2 * sum(c[0] for c in cost) > sum(c[1] for c in cost):
                     towers = None  # few rows: one backward each is cheaper
             if towers is not None:
                 grads = level_tower_grads(towers, feat, cells, coefs,

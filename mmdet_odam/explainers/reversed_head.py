@@ -139,12 +139,15 @@ class TowerRecord:
             level (detached), filled by :meth:`group_rstds`.
         outs (tuple): the head's outputs, as ``head(feats)`` returns them.
         towers (list[Tower]): the towers recorded.
+        frozen (bool): recorded with ``freeze_norm`` (the outputs' graph
+            has the frozen statistics; no GroupNorm inputs are kept).
     """
     outputs: Dict = field(default_factory=dict)
     norm_inputs: Dict = field(default_factory=dict)
     rstds: Dict = field(default_factory=dict)
     outs: tuple = ()
     towers: Optional[List[Tower]] = None
+    frozen: bool = False
     _tables: Dict = field(default_factory=dict, repr=False)
 
     def table(self, feats: Sequence[Tensor], towers: List[Tower],
@@ -182,6 +185,19 @@ class TowerRecord:
         self.group_rstds(gn)
         st = torch.stack([r for m in gn for r in self.rstds[id(m)]])
         return st.view(-1, st.shape[-1])
+
+    def group_stats(self, layer: nn.Module) -> Tuple[Tensor, Tensor]:
+        """(L * B, G) detached GroupNorm mean and ``1 / sigma`` of a
+        recorded (not frozen) GroupNorm ``layer`` (level-major, then
+        image), as :func:`_frozen_group_norm` computes them."""
+        self.group_rstds([layer])
+        xs = self.norm_inputs[id(layer)]
+        groups = layer.norm.num_groups
+        mean = torch.stack([
+            _detached(x).reshape(x.shape[0], groups, -1).mean(-1) for x in xs
+        ])
+        rstd = torch.stack(self.rstds[id(layer)])
+        return mean.flatten(0, 1), rstd.flatten(0, 1)
 
     def group_rstds(self, layers: Sequence[nn.Module]) -> None:
         """Fill :attr:`rstds` of the GroupNorm ``layers`` from their
@@ -315,7 +331,7 @@ def forward_recording(head: nn.Module, feats: Sequence[Tensor],
     if towers is None:
         raise NotImplementedError(
             f'the reversed head does not support {type(head).__name__}')
-    rec = TowerRecord(towers=towers)
+    rec = TowerRecord(towers=towers, frozen=freeze_norm)
     hooks = HookList()
 
     def layer_hook(layer):
@@ -490,12 +506,16 @@ def _sigmoid_score_coefficients(head, towers, table: Tensor, cols: Dict,
 
 
 def _score_coefficients(head, outs, towers, img_inds, rows, anchors,
-                        labels, priors, strides, create_graph, with_boxes):
+                        labels, priors, strides, create_graph, with_boxes,
+                        vecs: Optional[Dict[int, Tensor]] = None):
     """d score / d prediction-conv outputs of each candidate.
 
     Args:
         rows (Tensor): (N,) the candidates' cells in :func:`flat_table`.
         with_boxes (bool): also decode the candidates' boxes.
+        vecs (dict, optional): ``out index -> (N, channels)`` outputs at
+            the candidates' cells to use instead of ``outs`` (e.g.
+            :func:`_window_outputs`).
 
     Returns:
         tuple: dict ``out index -> (N, channels)`` and the decoded boxes
@@ -504,7 +524,9 @@ def _score_coefficients(head, outs, towers, img_inds, rows, anchors,
     from .dense import candidate_scalars
     needed = sorted({k for t in towers for k, _ in t.preds})
     used = set(needed) | ({1} if with_boxes else set())
-    vecs = {k: _flat_outputs(outs[k], img_inds, rows) for k in used}
+    vecs = dict(vecs or {})
+    vecs.update({k: _flat_outputs(outs[k], img_inds, rows)
+                 for k in used if k not in vecs})
     with torch.enable_grad():
         ins = {k: v if (create_graph and v.requires_grad) else
                v.detach().requires_grad_(k in needed)
@@ -520,6 +542,64 @@ def _score_coefficients(head, outs, towers, img_inds, rows, anchors,
         coefs = {k: g.detach() for k, g in coefs.items()}
     boxes = ys['boxes'].detach() if with_boxes else None
     return coefs, boxes
+
+
+def _frozen_norm(layer: nn.Module, x: Tensor, stats: Optional[tuple],
+                 pick: Tensor) -> Tensor:
+    """``layer``'s norm of (N, C, p, p) windows with frozen statistics:
+    GroupNorm with the (L * B, G) ``stats`` (mean, ``1 / sigma``) rows
+    ``pick``, eval BatchNorm with its running ones."""
+    norm = layer.norm
+    if not isinstance(norm, nn.GroupNorm):
+        return F.batch_norm(x, norm.running_mean, norm.running_var,
+                            norm.weight, norm.bias, False, 0.0, norm.eps)
+    n, c = x.shape[:2]
+    mean, rstd = (v.index_select(0, pick)[:, :, None, None, None]
+                  for v in stats)
+    x = ((x.view(n, norm.num_groups, -1, *x.shape[2:]) - mean) *
+         rstd).view(x.shape)
+    if norm.affine:
+        x = x * norm.weight[:, None, None] + norm.bias[:, None, None]
+    return x
+
+
+def _window_outputs(ctx: '_MapsContext', rec: TowerRecord, table: Tensor,
+                    img_inds: Tensor, level_ids: Tensor,
+                    centers: Tensor) -> Dict[int, Tensor]:
+    """``out index -> (N, channels)`` prediction-conv outputs at the
+    candidates' cells, re-computed on each candidate's window of the head
+    input (columns ``0:C`` of ``table``) with the norm statistics of
+    ``rec`` frozen; zero outside the level map after every layer (the
+    convs' zero padding). The values of ``rec.outs`` there; differentiable
+    w.r.t. the head's weights and the features as the frozen-statistics
+    forward (``forward_recording(..., freeze_norm=True)``), without a
+    full-map forward and backward."""
+    pick = level_ids * ctx.batch_size + img_inds
+    zero_row = flat_table_rows(ctx.shapes)
+    out = {}
+    for tower in ctx.towers:
+        r = _tower_radius(tower)
+        idx = window_index(ctx.shapes, level_ids, centers, r)
+        x = _gather_rows(table, img_inds, idx, 0,
+                         ctx.feat_channels).permute(0, 3, 1, 2)
+        for layer in tower.layers:
+            conv = layer.conv
+            x = F.conv2d(x, conv.weight, conv.bias, dilation=conv.dilation)
+            r -= _same_conv_radius(conv)
+            if layer.with_norm:
+                stats = rec.group_stats(layer) if isinstance(
+                    layer.norm, nn.GroupNorm) else None
+                x = _frozen_norm(layer, x, stats, pick)
+            if layer.with_activation:
+                x = F.relu(x)
+            inside = _crop(idx, r, _tower_radius(tower)) != zero_row
+            x = x * inside[:, None].to(x)
+        for k, conv in tower.preds:
+            rp = _same_conv_radius(conv)
+            xc = x[..., r - rp:r + rp + 1, r - rp:r + rp + 1]
+            out[k] = F.conv2d(xc, conv.weight, conv.bias,
+                              dilation=conv.dilation)[:, :, 0, 0]
+    return out
 
 
 def _tower_grad(tower: Tower, coefs, scales: Dict, table: Tensor,
@@ -634,21 +714,29 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     table, cols = rec.table(feats, towers, needed if closed else ())
     ctx.cols = cols
     rstd = rec.rstd_stack(layers)
+    grouped = not table.is_cuda and not create_graph
     if closed:
         if cuda_graph and table.is_cuda and not torch.is_grad_enabled():
             out = MAPS_GRAPHS.run(ctx, table, rstd, img_inds, level_ids,
                                   loc_inds, labels, boxes)
             if out is not None:
                 return out
-        return _maps_core(ctx, table, rstd, img_inds, level_ids, loc_inds,
-                          labels, boxes)
+        core = _maps_grouped if grouped else _maps_core
+        return core(ctx, table, rstd, img_inds, level_ids, loc_inds, labels,
+                    boxes)
     geo = _geometry(ctx, level_ids, loc_inds)
+    vecs = None
+    if create_graph and not rec.frozen:
+        # the frozen-statistics derivative of the scores on the windows
+        vecs = _window_outputs(ctx, rec, table, img_inds, level_ids,
+                               geo['centers'])
     coefs, dec = _score_coefficients(
         head, rec.outs, towers, img_inds, geo['rows'], geo['anchors'],
         labels, priors, geo['st_xy'][:, 0], create_graph,
-        with_boxes=boxes is None)
-    return _maps_core(ctx, table, rstd, img_inds, level_ids, loc_inds,
-                      labels, dec if boxes is None else boxes, coefs, geo)
+        with_boxes=boxes is None, vecs=vecs)
+    core = _maps_grouped if grouped else _maps_core
+    return core(ctx, table, rstd, img_inds, level_ids, loc_inds, labels,
+                dec if boxes is None else boxes, coefs, geo)
 
 
 @dataclass
@@ -694,13 +782,55 @@ def _geometry(ctx: _MapsContext, level_ids: Tensor,
         st_xy=_level_strides_xy(ctx.strides, dev).index_select(0, level_ids))
 
 
+# candidates per chunk of :func:`_maps_grouped` (temporaries stay in cache)
+_CHUNK = 64
+
+
+def _smoothing_radii(ctx: _MapsContext, boxes: Tensor,
+                     geo: Dict[str, Tensor]) -> Tensor:
+    """(N,) long Gaussian kernel radius of each candidate (0: identity;
+    :func:`~mmdet_odam.core.smoothing.kernel_radius` of its sigma)."""
+    if ctx.smoothing != 'gaussian':
+        return torch.zeros(boxes.shape[0], dtype=torch.long,
+                           device=boxes.device)
+    wh = (boxes[:, 2:] - boxes[:, :2]).float() / geo['st_xy']  # in cells
+    return torch.ceil(2 * box_sigmas(wh)).long()
+
+
+def _maps_grouped(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
+                  img_inds: Tensor, level_ids: Tensor, loc_inds: Tensor,
+                  labels: Tensor, boxes: Tensor,
+                  coefs: Optional[Dict] = None,
+                  geo: Optional[Dict] = None) -> Tensor:
+    """:func:`_maps_core` on the CPU: candidates grouped by their own
+    smoothing radius (windows no wider than their kernel; the wider window
+    of :func:`_maps_core` only adds zeros) and in chunks of ``_CHUNK``
+    (temporaries small enough for the cache). Same maps; host syncs."""
+    geo = geo if geo is not None else _geometry(ctx, level_ids, loc_inds)
+    radii = _smoothing_radii(ctx, boxes, geo)
+    out = table.new_zeros(labels.shape[0], *ctx.out_size)
+    for rad in radii.unique().tolist():
+        sel = (radii == rad).nonzero()[:, 0]
+        for part in sel.split(_CHUNK):
+            sub = lambda d: None if d is None else {  # noqa: E731
+                k: v.index_select(0, part) for k, v in d.items()}
+            out[part] = _maps_core(
+                ctx, table, rstd, img_inds[part], level_ids[part],
+                loc_inds[part], labels[part], boxes[part], sub(coefs),
+                sub(geo), smooth_radius=int(rad))
+    return out
+
+
 def _maps_core(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
                img_inds: Tensor, level_ids: Tensor, loc_inds: Tensor,
                labels: Tensor, boxes: Tensor, coefs: Optional[Dict] = None,
-               geo: Optional[Dict] = None) -> Tensor:
+               geo: Optional[Dict] = None,
+               smooth_radius: Optional[int] = None) -> Tensor:
     """The maps from the gather table: tensor ops only, no host sync (what
     :class:`MapsGraphCache` captures). ``coefs`` None: closed-form score
-    coefficients from the table's score columns."""
+    coefficients from the table's score columns. ``smooth_radius``: the
+    smoothing window's padding (default: the widest kernel's radius; at
+    least that of every candidate)."""
     geo = geo if geo is not None else _geometry(ctx, level_ids, loc_inds)
     centers = geo['centers']
     if coefs is None:
@@ -708,6 +838,7 @@ def _maps_core(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
                                             ctx.cols, img_inds, geo['rows'],
                                             geo['anchors'], labels)
     rs = max_kernel_radius([MAX_SIGMA]) if ctx.smoothing == 'gaussian' else 0
+    rs = rs if smooth_radius is None else smooth_radius
     r = max(_tower_radius(t) for t in ctx.towers)  # the towers' window
     idx = window_index(ctx.shapes, level_ids, centers, r + rs)
     scales = norm_scales([m for t in ctx.towers for m in t.layers], rstd,
@@ -721,7 +852,7 @@ def _maps_core(ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
     # channels last from here on: (N, p, p, C)
     inside = _crop(idx, r, r + rs)[..., None] != flat_table_rows(ctx.shapes)
     g = g.permute(0, 2, 3, 1) * inside
-    if ctx.smoothing == 'gaussian':
+    if ctx.smoothing == 'gaussian' and rs > 0:
         wh = (boxes[:, 2:] - boxes[:, :2]).to(g) / geo['st_xy']  # in cells
         g = _smooth_channels_last(g, box_sigmas(wh), rs)
     fwin = _gather_rows(table, img_inds, idx, 0, ctx.feat_channels)

@@ -108,12 +108,19 @@ def test_group_rstd_batched_equals_per_input():
             assert torch.allclose(r, torch.rsqrt(var + 1e-5), rtol=1e-5)
 
 
-@pytest.mark.parametrize('kind', ['fcos', 'atss'])
-def test_reversed_head_gradients_equal_patch_path(kind):
+@pytest.mark.parametrize('kind,recording', [
+    ('fcos', 'frozen'), ('atss', 'frozen'), ('fcos', 'none'),
+    ('atss', 'none'), ('fcos', 'plain'), ('fcos_nonorm', 'plain')])
+def test_reversed_head_gradients_equal_patch_path(kind, recording):
     """create_graph=True (Odam-Train): d loss / d (head weights, features)
-    are the same on both paths: the recorded forward freezes the GN
-    statistics like the patch path's re-forward (``freeze_norm``)."""
-    model = _detector(kind, gn=True)
+    are the same on both paths, whatever the record: a frozen-statistics
+    forward (``freeze_norm``), none (a forward without autograd; the
+    scores are re-computed on the candidates' windows with frozen
+    statistics) or the plain forward with autograd (the training
+    forward itself)."""
+    gn = not kind.endswith('_nonorm')
+    kind = kind.replace('_nonorm', '')
+    model = _detector(kind, gn=gn)
     model.train()
     inputs, samples = fake_batch(model, n=2)
     inputs = inputs.double()
@@ -128,8 +135,9 @@ def test_reversed_head_gradients_equal_patch_path(kind):
     for rev in (True, False):
         feats = [f.clone().requires_grad_(True) for f in base]
         record = None
-        if rev:
-            _, record = forward_recording(head, feats, freeze_norm=True)
+        if rev and recording != 'none':
+            _, record = forward_recording(
+                head, feats, freeze_norm=recording == 'frozen')
         maps = dense_candidate_maps(head, feats, *cands, target='cls',
                                     out_size=(24, 32), create_graph=True,
                                     pad_shape=inputs.shape[-2:],
@@ -256,3 +264,48 @@ def test_padded_candidates_do_not_change_maps():
             pad_shape=inputs.shape[-2:], boxes=cat(boxes, 0.))
     assert padded.shape[0] == nb
     assert torch.equal(padded[:n], ref)
+
+
+def test_grouped_cpu_maps_equal_one_batch(monkeypatch):
+    """The CPU path (candidates grouped by their smoothing radius, in
+    chunks) gives the maps of one batch with the widest window."""
+    from mmdet_odam.explainers import reversed_head as rh
+    model = _detector('fcos', True, True)
+    inputs, samples = fake_batch(model, n=2)
+    inputs = inputs.double()
+    cands = [c.repeat(4) for c in candidates(model, inputs, samples)]
+    head = model.bbox_head
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+        _, rec = forward_recording(head, feats)
+    n = len(cands[0])
+    monkeypatch.setattr(rh, '_CHUNK', 8)  # several chunks per radius
+    g = torch.Generator().manual_seed(2)
+    xy = torch.rand(n, 2, generator=g) * 40
+    # box sides 2..200 px: kernel radii 0 (identity) to 4 (the widest)
+    boxes = torch.cat([xy, xy + 2 + torch.rand(n, 2, generator=g) * 198],
+                      1).double()
+    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:], boxes=boxes)
+    calls = []
+    core = rh._maps_core
+
+    def spy(*a, **k):
+        calls.append(k.get('smooth_radius'))
+        return core(*a, **k)
+
+    rh._maps_core = spy
+    try:
+        got = rh.reversed_head_maps(head, feats, rec, *cands, None, **kw)
+    finally:
+        rh._maps_core = core
+    assert len(set(calls)) >= 4 and len(calls) > len(set(calls))
+    rh_one = rh._maps_grouped
+    rh._maps_grouped = rh._maps_core  # one batch, widest window
+    try:
+        ref = rh.reversed_head_maps(head, feats, rec, *cands, None, **kw)
+    finally:
+        rh._maps_grouped = rh_one
+    assert (ref.flatten(1).abs().max(1).values > 0).sum() > n // 2
+    # the float32 Gaussian kernels are normalised over their own taps or
+    # over the widest window's (zeros included): a few float32 ulps
+    assert rel_err(got, ref) < 1e-6
