@@ -9,14 +9,25 @@ subprocess so its peak memory (``ru_maxrss``) is its own.
 
 Phases per detector:
   predict  plain ``model.predict`` of the image (median of ``--repeat``)
-  batched  ``DenseHeadExplainer.explain`` (own forward + prediction + all
-           maps at original resolution, normalised)
+  batched  ``DenseHeadExplainer.explain`` with ``path='fast'`` (own
+           forward + prediction + all maps at original resolution,
+           normalised; frozen GroupNorm statistics on GN heads)
+  default  the same with the default ``path='auto'`` (exact on GN heads)
+  exact    the same with ``path='exact'`` (one run; not a default phase:
+           on GN heads the default is the exact path, see its ``plan``)
   loop     one autograd backward per detection and target on the full-map
            forward (what the authors' code does), timed on
            ``--loop-subset`` detections x 5 targets and scaled linearly to
-           100 x 5
-  gn_error (FCOS, GN head) error of the frozen-GN patch path vs exact
-           autograd, relative to each map's max
+           100 x 5; also ``path='exact'`` on the same detections
+  gn_error (GN heads) error of the fast and of the default path vs
+           ``path='exact'``, relative to each map's max
+
+Detectors: ``fcos`` (FCOS R50-FPN, GN head, random weights, random image of
+``--size``) and ``fcos_trained`` (the shipped trained person FCOS
+checkpoints/fcos_mobilenetv2_crowd-person.pth on the demo photograph
+demo/images/000000005001.jpg through its test pipeline, 640x480).
+The summary line prints the default path's ratio to predict, its error vs
+exact and ``path='exact'`` over the naive loop.
 
 Hook point for other detectors: add ``BENCHMARKS['name'] = dict(
 build=fn() -> (model, explainer_cls), phases=...)``; ``run_phase`` uses the
@@ -83,8 +94,34 @@ def build_fcos(device):
     return model.to(device).eval()
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_fcos_trained(device):
+    """The shipped trained person FCOS (MobileNetV2, GN head)."""
+    from mmdet_odam.apis import init_explainer
+    return init_explainer(
+        os.path.join(REPO, 'configs/pretrained/fcos_mobilenetv2_crowd-'
+                     'person.py'),
+        os.path.join(REPO, 'checkpoints/fcos_mobilenetv2_crowd-person.pth'),
+        device=device)
+
+
+def demo_batch(model, size, device):
+    """The demo photograph through the model's test pipeline."""
+    from mmdet_odam.apis.inference import prepare_inputs
+    inputs, samples = prepare_inputs(
+        model, os.path.join(REPO, 'demo/images/000000005001.jpg'))
+    return inputs.to(device), samples
+
+
+#: dense-head detectors (the loop phase also times path='exact' on the
+#: loop's detections)
+DENSE = ('fcos', 'fcos_trained')
 #: detector name -> builder; the two-stage work adds 'faster_rcnn' here.
-BENCHMARKS = {'fcos': dict(build=build_fcos)}
+BENCHMARKS = {'fcos': dict(build=build_fcos),
+              'fcos_trained': dict(build=build_fcos_trained,
+                                   batch=demo_batch)}
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_explain_two_stage import bench_faster_rcnn  # noqa: E402
 
@@ -168,7 +205,8 @@ def run_phase(name, phase, args):
     torch.set_grad_enabled(True)
     device = args.device
     model = BENCHMARKS[name]['build'](device)
-    inputs, samples = make_batch(model, args.size, device)
+    inputs, samples = BENCHMARKS[name].get('batch', make_batch)(
+        model, args.size, device)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if str(device).startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
@@ -185,11 +223,17 @@ def run_phase(name, phase, args):
             times.append(time.perf_counter() - t)
         out['n_det'] = len(r[0].pred_instances)
         out['time_s'] = statistics.median(times[1:])
-    elif phase == 'batched':
-        exp = build_explainer(model, targets=TARGETS, exact=False)
+    elif phase in ('batched', 'default', 'exact'):
+        path = dict(batched='fast', default=None, exact='exact')[phase]
+        exp = build_explainer(model, targets=TARGETS, path=path)
+        if hasattr(exp, 'plan'):
+            out['plan'] = exp.plan()[0]
         times, ptimes = [], []
         e = None
-        for _ in range(args.repeat + 1):
+        # the exact paths run once after a 2-detection warm-up (minutes)
+        runs = args.repeat + 1 if phase == 'batched' else 2
+        for k in range(runs):
+            topk = 2 if k == 0 and phase != 'batched' else 100
             e = None  # free the previous result (peak memory of one call)
             # interleaved plain predict: the ratio under the same load
             t = time.perf_counter()
@@ -198,13 +242,14 @@ def run_phase(name, phase, args):
             _sync(device)
             ptimes.append(time.perf_counter() - t)
             t = time.perf_counter()
-            e = exp.explain(inputs, samples, score_thr=0.0, topk=100)[0]
+            e = exp.explain(inputs, samples, score_thr=0.0, topk=topk)[0]
             _sync(device)
             times.append(time.perf_counter() - t)
         out['n_det'] = len(e)
         out['explainer'] = type(exp).__name__
         out['time_s'] = statistics.median(times[1:])
         out['interleaved_predict_s'] = statistics.median(ptimes[1:])
+        out['runs'] = len(times) - 1
         out['ratio_to_interleaved_predict'] = (out['time_s'] /
                                                out['interleaved_predict_s'])
     elif phase == 'loop':
@@ -219,6 +264,15 @@ def run_phase(name, phase, args):
         out['timed_s'] = dt
         out['time_s'] = dt * 100 / n
         out['scaled_from'] = f'{n} detections x 5 targets, scaled to 100'
+        if name in DENSE:  # path='exact' on the same detections
+            exp = build_explainer(model, targets=TARGETS, path='exact')
+            exp.explain(inputs, samples, score_thr=0.0, topk=2)  # warm-up
+            t = time.perf_counter()
+            e = exp.explain(inputs, samples, score_thr=0.0, topk=k)[0]
+            _sync(device)
+            out['exact_same_det_s'] = time.perf_counter() - t
+            out['exact_same_det_n'] = len(e)
+            out['exact_over_loop_same_det'] = out['exact_same_det_s'] / dt
     elif phase == 'gn_error':
         out.update(gn_error(model, inputs, samples, args.gn_dets))
     out['peak_rss_mb'] = resource.getrusage(
@@ -229,25 +283,44 @@ def run_phase(name, phase, args):
     return out
 
 
+def map_errors(got, ref, prefix):
+    """Max |got - ref| per map (both normalised to max 1), per target and
+    over all targets, and the lowest centred cosine similarity."""
+    import torch
+    out, alls = {}, []
+    for t in TARGETS:
+        a, b = got.maps[t].flatten(1), ref.maps[t].flatten(1)
+        err = (a - b).abs().max(1).values
+        corr = torch.nn.functional.cosine_similarity(a - a.mean(1, True),
+                                                     b - b.mean(1, True))
+        alls.append(err)
+        out[f'{prefix}_{t}'] = dict(median=err.median().item(),
+                                    max=err.max().item(),
+                                    min_corr=corr.min().item())
+    alls = torch.cat(alls)
+    out[f'{prefix}_all'] = dict(median=alls.median().item(),
+                                max=alls.max().item(), maps=len(alls))
+    return out
+
+
 def gn_error(model, inputs, samples, n_det):
-    """Frozen-GN patch path vs exact autograd on the top detections."""
+    """The fast (frozen-GN) and the default path vs ``path='exact'`` on the
+    top detections, per FPN level too."""
     import torch
     from mmdet_odam.explainers import DenseHeadExplainer
     kw = dict(score_thr=0.0, topk=n_det)
-    fast = DenseHeadExplainer(model, targets=TARGETS, exact=False).explain(
-        inputs, samples, **kw)[0]
-    exact = DenseHeadExplainer(model, targets=TARGETS, exact=True,
-                               chunk_size=4).explain(inputs, samples, **kw)[0]
-    out = {}
-    for t in TARGETS:
-        a, b = fast.maps[t].flatten(1), exact.maps[t].flatten(1)
-        err = (a - b).abs().max(1).values  # both normalised to max 1
-        corr = torch.nn.functional.cosine_similarity(a - a.mean(1, True),
-                                                     b - b.mean(1, True))
-        out[f'gn_err_{t}'] = dict(median=err.median().item(),
-                                  max=err.max().item(),
-                                  min_corr=corr.min().item())
-    out['gn_levels'] = fast.level_ids.tolist()
+    e = {p: DenseHeadExplainer(model, targets=TARGETS, path=p).explain(
+        inputs, samples, **kw)[0] for p in ('fast', 'auto', 'exact')}
+    out = map_errors(e['fast'], e['exact'], 'gn_err')
+    out.update(map_errors(e['auto'], e['exact'], 'default_err'))
+    lv = e['exact'].level_ids
+    for lvl in lv.unique().tolist():
+        err = torch.cat([(e['fast'].maps[t] - e['exact'].maps[t])[lv == lvl]
+                         .flatten(1).abs().max(1).values for t in TARGETS])
+        out[f'gn_err_level{lvl}'] = dict(median=err.median().item(),
+                                         max=err.max().item(),
+                                         maps=len(err))
+    out['gn_levels'] = lv.tolist()
     return out
 
 
@@ -310,9 +383,11 @@ def real_check(n_images=12, n_gn_images=4):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--detectors', nargs='+', default=['fcos'])
+    p.add_argument('--detectors', nargs='+',
+                   default=['fcos', 'fcos_trained'])
     p.add_argument('--phases', nargs='+',
-                   default=['predict', 'batched', 'loop', 'gn_error'])
+                   default=['predict', 'batched', 'default', 'loop',
+                            'gn_error'])
     p.add_argument('--size', type=int, default=512)
     p.add_argument('--repeat', type=int, default=3)
     p.add_argument('--loop-subset', type=int, default=10)
@@ -363,6 +438,25 @@ def main():
         if 'loop' in rows and 'batched' in rows:
             summary['loop_over_batched'] = (rows['loop']['time_s'] /
                                             rows['batched']['time_s'])
+        for ph in ('default', 'exact'):
+            if ph in rows:
+                summary[f'{ph}_plan'] = rows[ph].get('plan')
+                summary[f'{ph}_over_interleaved_predict'] = rows[ph][
+                    'ratio_to_interleaved_predict']
+            if ph in rows and 'predict' in rows:
+                summary[f'{ph}_over_predict'] = (rows[ph]['time_s'] /
+                                                 rows['predict']['time_s'])
+        if 'exact' in rows and 'loop' in rows:  # per detection
+            summary['exact_over_loop_per_det'] = (
+                rows['exact']['time_s'] / rows['exact']['n_det'] /
+                (rows['loop']['time_s'] / 100))
+        if 'exact_over_loop_same_det' in rows.get('loop', {}):
+            summary['exact_over_loop_same_det'] = rows['loop'][
+                'exact_over_loop_same_det']
+        if 'gn_error' in rows:
+            summary['default_err_vs_exact'] = rows['gn_error'][
+                'default_err_all']
+            summary['fast_err_vs_exact'] = rows['gn_error']['gn_err_all']
         print('SUMMARY ' + json.dumps(summary), flush=True)
         results.append(dict(rows=rows, summary=summary))
     if args.out:

@@ -171,20 +171,24 @@ def _group_means(v: Tensor, groups: int, count: int) -> Tensor:
 
 def _basis_conv_t(rec: LayerRecord, hw) -> Tensor:
     """conv^T of the 2G GroupNorm maps ``r 1_g`` then ``r x^_g``, group by
-    group (only the group's channels are non-zero): (2G, C_in, h, w)."""
+    group (only the group's channels are non-zero): the cost of two full
+    ``conv^T`` (a grouped ``conv_transpose2d`` is slower on CPU).
+
+    Returns:
+        Tensor: (2G, C_in, h, w).
+    """
     gamma, rstd, xhat = rec.gn
     g = rstd.numel()
     cg = xhat.shape[0] // g
-    ones, xs = [], []
+    out = xhat.new_empty(2, g, rec.weight.shape[1], *hw)
     for k in range(g):
         sl = slice(k * cg, (k + 1) * cg)
         inp = torch.stack([torch.full_like(xhat[sl], float(rstd[k])),
                            xhat[sl] * rstd[k]])
-        out = F.conv_transpose2d(inp, rec.weight[sl], padding=rec.radius,
-                                 dilation=rec.dilation)
-        ones.append(out[0])
-        xs.append(out[1])
-    return torch.stack(ones + xs)
+        out[:, k] = F.conv_transpose2d(inp, rec.weight[sl],
+                                       padding=rec.radius,
+                                       dilation=rec.dilation)
+    return out.flatten(0, 1)
 
 
 def tower_backward(recs: Sequence[LayerRecord], win: Tensor, cells: Tensor,
@@ -274,12 +278,13 @@ def dense_grads(win: Tensor, coef: Tensor, basis: Tensor, cells: Tensor,
     h, w = basis.shape[-2:]
     out = (coef[rows] @ basis.flatten(1)).view(len(rows), *basis.shape[1:])
     r = (win.shape[-1] - 1) // 2
-    out = F.pad(out, (r, ) * 4)
-    s = win.shape[-1]
     for j, i in enumerate(rows.tolist()):
         y, x = divmod(int(cells[i]), w)
-        out[j, :, y:y + s, x:x + s] += win[i]
-    return out[:, :, r:r + h, r:r + w]
+        y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, h), max(x - r, 0), \
+            min(x + r + 1, w)
+        out[j, :, y0:y1, x0:x1] += win[i, :, y0 - y + r:y1 - y + r,
+                                       x0 - x + r:x1 - x + r]
+    return out
 
 
 def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
@@ -334,7 +339,7 @@ def tower_costs(layers: Sequence[nn.Module], n: int) -> Tuple[int, int]:
     about two for the new GroupNorm maps; one backward per row pays one per
     layer and row. With few rows the basis is no cheaper and its
     bookkeeping costs more, so callers take it only where it is clearly
-    cheaper.
+    cheaper (:func:`level_tower_grads` callers: below half).
     """
     k = cost = 0
     for layer in reversed(list(layers)):

@@ -113,9 +113,9 @@ def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path,
         str(root / 'configs/pretrained/fcos_mobilenetv2_crowd-person.py'),
         str(root / 'checkpoints/fcos_mobilenetv2_crowd-person.pth')).double()
     img = mmcv.imresize(mmcv.imread(str(root / 'demo/images/'
-                                        '000000005001.jpg')), (192, 128))
+                                        '000000005001.jpg')), (160, 96))
     ds = DetDataSample()
-    ds.set_metainfo(dict(img_shape=(128, 192), ori_shape=(128, 192),
+    ds.set_metainfo(dict(img_shape=(96, 160), ori_shape=(96, 160),
                          scale_factor=(1.0, 1.0)))
     data = model.data_preprocessor(
         dict(inputs=[torch.from_numpy(img).permute(2, 0, 1).contiguous()],
@@ -145,3 +145,26 @@ def test_tower_costs():
     assert tower_costs(plain, 50) == (0, 100)
     assert tower_supported(layers) and tower_supported(plain)
     assert not tower_supported([torch.nn.Conv2d(2, 2, 3, padding=1)])
+
+
+def test_basis_conv_t_is_per_group_conv_t():
+    """The grouped conv^T of the GN maps == conv^T of each map built by
+    hand (r_g on group g's channels, r_g x^ there, zero elsewhere)."""
+    import torch.nn.functional as F
+
+    from mmdet_odam.paths.gn_exact import LayerRecord, _basis_conv_t
+    torch.manual_seed(0)
+    c, g, h, w = 16, 4, 9, 11
+    weight = torch.randn(c, 12, 3, 3, dtype=torch.float64)
+    xhat = torch.randn(c, h, w, dtype=torch.float64)
+    rstd = torch.rand(g, dtype=torch.float64) + 0.5
+    rec = LayerRecord(weight, 1, 1, gn=(torch.ones(c), rstd, xhat))
+    ref = []
+    for kind in range(2):
+        for k in range(g):
+            v = torch.zeros(1, c, h, w, dtype=torch.float64)
+            sl = slice(k * c // g, (k + 1) * c // g)
+            v[0, sl] = rstd[k] * (1 if kind == 0 else xhat[sl])
+            ref.append(F.conv_transpose2d(v, weight, padding=1)[0])
+    assert torch.allclose(_basis_conv_t(rec, (h, w)), torch.stack(ref),
+                          atol=1e-12)
