@@ -5,7 +5,8 @@ from .alignment import (gather_patches, interp_matrix, level_to_image,
                         sample_level_maps)
 from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
                     top_scoring)
-from .grads import as_leaves, row_grads, tokens_as_level_leaves
+from .grads import (as_leaves, row_grads, tokens_as_level_leaves,
+                    zero_nan_at_singular_nodes)
 from .normalize import minmax_normalize
 from .odam import GRAD_MODES, apply_grad_mode, odam_map, odam_raw
 from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
@@ -14,6 +15,7 @@ from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
 __all__ = [
     'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
     'top_scoring', 'as_leaves', 'row_grads', 'tokens_as_level_leaves',
+    'zero_nan_at_singular_nodes',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
     'level_to_padded', 'paste_patches', 'render_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',

@@ -77,6 +77,40 @@ def _batched_grad(ys: Tensor, leaves: Sequence[Tensor], eye: Tensor):
     return gs, slow
 
 
+#: Backward nodes whose local derivative is infinite at 0 (sqrt, x ** p
+#: with p < 1): there ``0 * inf`` gives NaN where the limit is 0.
+SINGULAR_NODES = ('SqrtBackward0', 'RsqrtBackward0', 'PowBackward0')
+
+
+def zero_nan_at_singular_nodes(ys: Tensor) -> int:
+    """Make ``0 * inf`` terms of the graph of ``ys`` contribute 0.
+
+    A detector may take ``sqrt`` of exact zeros (PAA pads its scores with a
+    zero column and takes ``sqrt(score * iou)``); a backward through that
+    node multiplies a zero upstream gradient by an infinite derivative and
+    the NaN spreads over every position. A hook on each such node of this
+    graph (which lives for this call only) sets those NaN entries to 0,
+    the limit of the term. Returns the number of nodes hooked.
+    """
+    seen, stack, count = set(), [ys.grad_fn], 0
+
+    def clean(grad_inputs, grad_outputs):
+        return tuple(None if g is None else torch.nan_to_num(
+            g, nan=0.0, posinf=float('inf'), neginf=float('-inf'))
+            for g in grad_inputs)
+
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in SINGULAR_NODES:
+            node.register_hook(clean)
+            count += 1
+        stack.extend(n for n, _ in node.next_functions)
+    return count
+
+
 def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
               state: Optional[dict] = None) -> List[Optional[Tensor]]:
     """Gradients of ``ys[rows]`` (``ys``: (N,)) w.r.t. each leaf, one per

@@ -17,7 +17,7 @@ from ..core import minmax_normalize
 from .builder import EXPLAINERS
 from .results import Explanation
 from .support_report import PathChoice
-from .targets import (BASE_TARGETS, ExplainPath, Target, expand_targets,
+from .targets import (BASE_TARGETS, BOX_COORDS, ExplainPath, Target, expand_targets,
                       parse_grad_mode, parse_path, parse_smoothing,
                       parse_targets)
 from .verify import Verify, mark_verified, needs_check, parse_verify, \
@@ -240,6 +240,32 @@ class BaseExplainer:
         return self.method, False, str(self.layer), ()
 
     # -- helpers for subclasses ----------------------------------------
+    @staticmethod
+    def zero_clipped(raw: Dict[Target, Tensor], bboxes: Tensor,
+                     meta: dict) -> Dict[Target, Tensor]:
+        """Empty the box-target maps of coordinates the detector clipped to
+        the image border (a clipped coordinate does not depend on the
+        features: its gradient is zero, as the generic path finds through
+        ``predict``).
+
+        Args:
+            raw (dict): target -> (K, H, W) maps.
+            bboxes (Tensor): (K, 4) reported boxes, original pixels.
+            meta (dict): image metainfo (``img_shape``, ``scale_factor``).
+        """
+        h_in, w_in = (float(v) for v in meta['img_shape'][:2])
+        sf = meta.get('scale_factor') or (1.0, 1.0)
+        b = bboxes.detach().float() * bboxes.new_tensor(
+            [sf[0], sf[1], sf[0], sf[1]]).float()
+        edge = b.new_tensor([0.0, 0.0, w_in, h_in])
+        on_edge = (b - edge).abs() <= 1e-3 * edge.clamp(min=1.0)
+        out = dict(raw)
+        for t, m in raw.items():
+            if t in BOX_COORDS:
+                keep = ~on_edge[:, BOX_COORDS[t][0]].to(m.device)
+                out[t] = m * keep[:, None, None].to(m.dtype)
+        return out
+
     def finalize_maps(self, raw: Dict[Target, Tensor],
                       normalized: bool = False) -> Dict[str, Tensor]:
         """Normalise raw (K, H, W) maps per target and add ``combined``.

@@ -1022,6 +1022,8 @@ class DenseHeadExplainer(BaseExplainer):
                 t: self._render_image(pieces[t], sel, m, normalize=True)
                 for t in self.scalar_targets
             }
+            if boxes is None:
+                raw = self.zero_clipped(raw, cat['bboxes'][sel], m)
             maps = self.finalize_maps(raw, normalized=True)
             del raw
             results.append(

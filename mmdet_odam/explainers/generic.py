@@ -34,7 +34,8 @@ from torch import Tensor
 
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gaussian_smooth, level_to_image, match_boxes,
-                    odam_raw, row_grads, tokens_as_level_leaves, top_scoring)
+                    odam_raw, row_grads, tokens_as_level_leaves, top_scoring,
+                    zero_nan_at_singular_nodes)
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -53,6 +54,14 @@ def infer_stride(pad: int, size: int) -> float:
         if math.ceil(pad / 2**k) == size:
             return float(2**k)
     return float(pad) / float(size)
+
+
+def finite_grad(g: Tensor, layer_name: str) -> Tensor:
+    """``g``, checked finite (raises ``ValueError`` otherwise)."""
+    if not torch.isfinite(g).all():
+        raise ValueError(f'the gradient of a target w.r.t. layer '
+                         f'{layer_name!r} is not finite')
+    return g
 
 
 def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
@@ -95,6 +104,7 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     if not ys.requires_grad:
         raise ValueError('the targets do not depend on the explained layer '
                          f'{layer_name!r} (no autograd graph)')
+    zero_nan_at_singular_nodes(ys)
     if strides is None:
         strides = [(infer_stride(pad_shape[0], lf.shape[-2]),
                     infer_stride(pad_shape[1], lf.shape[-1]))
@@ -110,7 +120,8 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             if g is None or leaves[k].dim() != 4:
                 continue
             used = True
-            g = g[torch.arange(len(rows), device=g.device), img_inds[rows]]
+            g = finite_grad(g[torch.arange(len(rows), device=g.device),
+                              img_inds[rows]], layer_name)
             st = strides[k]
             if smoothing == 'gaussian':
                 wh = box_wh_in_cells(boxes[rows].detach().float(), st)
@@ -165,6 +176,39 @@ def keep_head_grads(enabled: bool = True):
     finally:
         for mod in patched:
             setattr(mod, 'select_single_mlvl', orig)
+
+
+@contextmanager
+def keep_stage_grads(model):
+    """Keep the gradient of query-based RoI heads' refined boxes for the
+    block (Sparse R-CNN, QueryInst: ``_bbox_forward`` returns its boxes as
+    ``detached_proposals``, which become the reported detections).
+
+    The refined boxes of every stage are returned undetached; the next
+    stage only pools RoIs at them (RoIAlign has no gradient w.r.t. box
+    coordinates), so the final boxes depend on the features through the
+    final stage and the object features, as in the forward. An instance
+    attribute wraps the method for the block and is removed after it."""
+    roi_head = getattr(model, 'roi_head', None)
+    orig = getattr(roi_head, '_bbox_forward', None)
+    if orig is None:
+        yield
+        return
+
+    def undetached(*args, **kwargs):
+        res = orig(*args, **kwargs)
+        if isinstance(res, dict) and 'detached_proposals' in res and \
+                'decoded_bboxes' in res:
+            sizes = [len(p) for p in res['detached_proposals']]
+            res['detached_proposals'] = list(
+                res['decoded_bboxes'].split(sizes, 0))
+        return res
+
+    roi_head._bbox_forward = undetached
+    try:
+        yield
+    finally:
+        del roi_head._bbox_forward
 
 
 def target_values(bboxes: Tensor, scores: Tensor, target: Target,
@@ -246,7 +290,8 @@ class GenericExplainer(BaseExplainer):
             hooks.forward(neck, shapes)
         hooks.forward(module, self._layer_hook(store, level_shapes))
         two_stage = getattr(model, 'rpn_head', None) is not None
-        with torch.enable_grad(), keep_head_grads(not two_stage):
+        with torch.enable_grad(), keep_head_grads(not two_stage), \
+                keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them
             results = model.predict(inputs, [s.new() for s in data_samples],
                                     rescale=True)

@@ -861,6 +861,8 @@ class TwoStageExplainer(BaseExplainer):
                 continue
             raw = self.explain_rows(x, i, meta, props[roi_inds], labs,
                                     det_boxes)
+            if given is None:
+                raw = self.zero_clipped(raw, det_boxes, meta)
             out.append(Explanation(
                 bboxes=det_boxes.detach().cpu(),
                 scores=det_scores.detach().cpu(),

@@ -146,9 +146,12 @@ def assert_equals_oracle(model, inputs, samples):
         model = copy.deepcopy(model).double()
         inputs = inputs.double()
     kw = dict(score_thr=0.0, topk=K)
+    # detections were checked against predict in float32 (some mmdet heads,
+    # e.g. mask pasting, do not run in float64)
     with float64_nms():
-        fast = build_explainer(model, targets=TARGETS).explain(
-            inputs, samples, **kw)[0]
+        fast = build_explainer(model, targets=TARGETS,
+                               verify='never').explain(inputs, samples,
+                                                       **kw)[0]
         gen = build_explainer(model, method='odam_generic',
                               targets=TARGETS).explain(inputs, samples,
                                                        **kw)[0]

@@ -31,3 +31,19 @@ def test_row_grads_fills_zeros_for_rows_that_skip_a_leaf():
         ga, gb = row_grads(ys, [a, b], torch.arange(5), state)
         torch.testing.assert_close(ga[:, 0], torch.tensor([1., 2, 0, 3, 0]))
         torch.testing.assert_close(gb.sum(1), torch.tensor([0., 0, 3, 0, 1]))
+
+
+def test_zero_times_infinite_derivative_contributes_zero():
+    """sqrt of an exact zero (PAA pads its scores with zeros) would turn
+    the whole gradient into NaN; its limit, 0, is what the hook gives."""
+    from mmdet_odam.core import zero_nan_at_singular_nodes
+    x = torch.tensor([4.0, 1.0], requires_grad=True)
+    pad = torch.stack([x[0], x[1] * 0.0])  # second entry exactly 0
+    y = (pad * x.sum()).sqrt()[0]
+    (g_nan, ) = torch.autograd.grad(y, x, retain_graph=True)
+    assert torch.isnan(g_nan).any()  # what autograd gives by itself
+    assert zero_nan_at_singular_nodes(y) == 1
+    (g, ) = torch.autograd.grad(y, x)
+    # y = sqrt(x0 * (x0 + x1)): dy/dx0 = (2 x0 + x1) / (2 y), dy/dx1 = x0 / 2y
+    yv = (4.0 * 5.0) ** 0.5
+    torch.testing.assert_close(g, torch.tensor([9.0 / (2 * yv), 4.0 / (2 * yv)]))
