@@ -133,6 +133,14 @@ class BaseExplainer:
             raise TypeError(f'layer must be a module name or None, got '
                             f'{type(layer).__name__}')
         self.layer = self.check_layer(layer)
+        if Target.MASK in self.targets and not self.supports_mask_target:
+            raise ValueError(
+                f"target 'mask' is not available with {type(self).__name__}"
+                "; method='odam' explains it through the exact generic path "
+                'of detectors with a RoI mask head (Mask R-CNN...)')
+
+    #: Whether the ``mask`` target is implemented.
+    supports_mask_target = False
 
     @property
     def exact(self):

@@ -25,6 +25,14 @@ def odam_explainer_name(model) -> str:
     return res.adapter.explainer
 
 
+def _wants_mask(targets) -> bool:
+    if targets is None:
+        return False
+    names = targets.split(',') if isinstance(targets, str) else targets
+    return any(str(getattr(t, 'value', t)).strip().lower() == 'mask'
+               for t in names)
+
+
 def build_explainer(model, method: str = 'odam', **kwargs):
     """Build the explainer for ``model``.
 
@@ -38,6 +46,8 @@ def build_explainer(model, method: str = 'odam', **kwargs):
     """
     method = str(method).lower()
     name = odam_explainer_name(model) if method == 'odam' else method
+    if method == 'odam' and _wants_mask(kwargs.get('targets')):
+        name = 'odam_generic'  # the mask target: exact generic path
     if name not in EXPLAINERS.module_dict:
         valid = sorted(set(EXPLAINERS.module_dict) | {'odam'})
         raise ValueError(f'Unknown explanation method {method!r}; valid: '

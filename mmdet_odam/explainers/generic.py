@@ -232,6 +232,20 @@ class GenericExplainer(BaseExplainer):
 
     mirrors_predict = False  # its detections are predict's own
     adapter = 'generic'
+    supports_mask_target = True
+
+    def __init__(self, model, *args, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        if Target.MASK in self.targets and self._mask_head() is None:
+            raise ValueError(
+                f"target 'mask' needs a detector with a RoI mask head "
+                f'(Mask R-CNN, Cascade Mask R-CNN...); '
+                f'{type(model).__name__} has none')
+
+    def _mask_head(self):
+        roi_head = getattr(self.model, 'roi_head', None)
+        head = getattr(roi_head, 'mask_head', None)
+        return head if isinstance(head, torch.nn.Module) else None
 
     def plan(self):
         from ..adapters import resolve
@@ -289,6 +303,10 @@ class GenericExplainer(BaseExplainer):
                     out if isinstance(out, (list, tuple)) else [out])]
             hooks.forward(neck, shapes)
         hooks.forward(module, self._layer_hook(store, level_shapes))
+        mask_logits: List[Tensor] = []
+        if Target.MASK in self.scalar_targets:
+            hooks.forward(self._mask_head(),
+                          lambda mod, inp, out: mask_logits.append(out))
         two_stage = getattr(model, 'rpn_head', None) is not None
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
@@ -329,8 +347,10 @@ class GenericExplainer(BaseExplainer):
                 out.append(Explanation.empty(self.targets, meta['ori_shape'],
                                              **kw))
                 continue
+            mask_y = None if not mask_logits else self._mask_targets(
+                mask_logits, results, i, keep, inst.labels[keep])
             raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
-                             name)
+                             name, mask_y)
             out.append(Explanation(
                 bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
                 labels=inst.labels[keep].detach().cpu(),
@@ -339,11 +359,41 @@ class GenericExplainer(BaseExplainer):
                 ori_shape=tuple(int(v) for v in meta['ori_shape'][:2]), **kw))
         return out
 
+    def _mask_targets(self, mask_logits: List[Tensor], results, img_idx,
+                      keep: Tensor, labels: Tensor) -> Tensor:
+        """(K,) sum of each kept detection's mask logits inside its own
+        predicted mask (logit above the binarisation threshold), from the
+        mask head's output (R, C, h, w) of all detections of the batch."""
+        if len(mask_logits) != 1:
+            raise ValueError(
+                f"target 'mask': the mask head ran {len(mask_logits)} times "
+                'in predict (cascade / test-time augmentation); one call is '
+                'supported')
+        logits = mask_logits[0]
+        counts = [len(r.pred_instances) for r in results]
+        if logits.shape[0] != sum(counts):
+            raise ValueError(f"target 'mask': {logits.shape[0]} mask rows "
+                             f'for {sum(counts)} detections')
+        if not logits.requires_grad:
+            raise ValueError("target 'mask': the mask logits do not depend "
+                             'on the explained layer')
+        rows = sum(counts[:img_idx]) + keep.to(logits.device)
+        cls = labels.to(logits.device) if logits.shape[1] > 1 else \
+            torch.zeros_like(labels).to(logits.device)
+        m = logits[rows, cls]  # (K, h, w)
+        cfg = getattr(self.model.roi_head, 'test_cfg', None) or {}
+        thr = float(cfg.get('mask_thr_binary', 0.5))
+        cut = math.log(thr / (1 - thr)) if 0 < thr < 1 else 0.0
+        return (m * (m > cut).detach()).sum((1, 2))
+
     def _maps(self, inst, keep, img_idx, leaves, pad, meta, sf, shown,
-              name) -> Dict[Target, Tensor]:
+              name, mask_y=None) -> Dict[Target, Tensor]:
         k = len(keep)
         ys = []
         for tg in self.scalar_targets:
+            if tg == Target.MASK:
+                ys.append(mask_y)
+                continue
             src = inst.scores if tg == Target.CLS else inst.bboxes
             if not src.requires_grad:
                 what = 'scores' if tg == Target.CLS else 'box coordinates'

@@ -17,6 +17,9 @@ class Target(str, Enum):
     "grow the box": left = -x1, top = -y1, right = x2, bottom = y2 of the
     decoded box in pixels of the network input. ``combined`` is the
     element-wise max of the five normalised maps (paper Sec. 4.1).
+    ``mask`` (instance-segmentation detectors with a RoI mask head, e.g.
+    Mask R-CNN) is the sum of the detection's mask logits inside its own
+    predicted mask: what made the mask, per instance.
     """
     CLS = 'cls'
     LEFT = 'left'
@@ -24,6 +27,7 @@ class Target(str, Enum):
     RIGHT = 'right'
     BOTTOM = 'bottom'
     COMBINED = 'combined'
+    MASK = 'mask'
 
 
 #: The five scalar targets whose maps form ``combined``.
