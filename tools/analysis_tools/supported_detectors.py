@@ -100,7 +100,8 @@ def table(entries, bench, settings):
              'explain / predict |', '| --- | --- | --- | --- | --- |']
     lines += [family_row(e, bench) for e in entries]
     if settings:
-        kind = 'shrunk' if settings.get('tiny') else "mmdet's own sizes"
+        kind = ("the contract test's shrunk models" if settings.get('tiny')
+                else "mmdet's own model sizes")
         lines += ['', f"explain / predict: {settings['detections']} "
                   f"detections x {len(settings['targets'])} targets "
                   f"({', '.join(settings['targets'])}), one CPU thread, "
