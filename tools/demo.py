@@ -9,13 +9,17 @@ Steps (each one fails loudly, naming itself):
   3. print where to look and what to try next.
 
 Every figure printed is computed in this run. Outputs go to ``--out-dir``
-(default ``outputs/demo``); a second run replaces them.
+(default ``outputs/demo``); a second run replaces them. Each step shows a
+progress bar and one summary line; the full output of the tools (mmengine's
+runner logs) goes to ``<out-dir>/logs/step<N>_<name>.log``, whose path is
+printed.
 """
 import argparse
 import glob
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -45,14 +49,68 @@ class DemoError(RuntimeError):
     """A demo step failed; the message names the step."""
 
 
-def run_step(step, cmd):
-    print(f'\n== step {step}: {" ".join(cmd)}', flush=True)
+_TEST_ITER = re.compile(r'\(test\)\s*\[\s*(\d+)/\s*(\d+)\]')
+
+
+def count_files(pattern):
+    """Progress of ``tools/explain.py``: its finished npz files."""
+    return lambda: len(glob.glob(pattern))
+
+
+def count_test_iters(log_path):
+    """Progress of ``tools/test.py``: the last ``(test) [i/n]`` of its
+    log (logged every iteration, see :func:`test_cmd`)."""
+    def count():
+        try:
+            with open(log_path, errors='replace') as f:
+                found = _TEST_ITER.findall(f.read())
+        except OSError:
+            return 0
+        return int(found[-1][0]) if found else 0
+    return count
+
+
+def tail(path, n=15):
+    with open(path, errors='replace') as f:
+        return ''.join(f.readlines()[-n:])
+
+
+def run_step(step, title, cmd, log_path, total, count):
+    """Run ``cmd`` with its output in ``log_path`` under a progress bar of
+    ``count()`` out of ``total``; returns the seconds it took."""
+    from mmengine.utils import ProgressBar
+    print(f'{step} {title}', flush=True)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT)
+    with open(log_path, 'w') as log:
+        log.write(' '.join(cmd) + '\n')
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+        bar = ProgressBar(total, bar_width=30, file=sys.stdout)
+        while True:
+            running = proc.poll() is None
+            new = min(count(), total) - bar.completed
+            if new > 0:
+                bar.update(new)
+            if not running:
+                break
+            time.sleep(0.5)
+    sys.stdout.write('\n')
     if proc.returncode != 0:
-        raise DemoError(f'step {step} failed (exit code {proc.returncode}): '
-                        f'{" ".join(cmd)}')
-    return time.time() - start
+        raise DemoError(
+            f'step {step} failed (exit code {proc.returncode}): '
+            f'{" ".join(cmd)}\nlast lines of {osp.relpath(log_path, ROOT)}:'
+            f'\n{tail(log_path)}')
+    took = time.time() - start
+    print(f'  done in {took:.0f} s (log: {osp.relpath(log_path, ROOT)})',
+          flush=True)
+    return took
+
+
+def test_cmd(py, config, ckpt, work_dir):
+    """``tools/test.py`` logging every iteration (for the progress bar)."""
+    return [py, 'tools/test.py', config, ckpt, '--work-dir', work_dir,
+            '--cfg-options', 'default_hooks.logger.interval=1']
 
 
 def check_checkpoint(path):
@@ -118,42 +176,54 @@ def main():
             shutil.rmtree(out_dir)
         os.makedirs(out_dir)
         explain_dir = osp.join(out_dir, 'explain')
-        t_explain = run_step(1, [
-            py, 'tools/explain.py', CONFIG, CHECKPOINT, 'demo/images',
-            '--out-dir', explain_dir, '--targets', 'all', '--score-thr',
-            str(args.score_thr), '--device', args.device
-        ])
+        logs = osp.join(out_dir, 'logs')
+        os.makedirs(logs)
+        n_photos = len([f for f in os.listdir(osp.join(ROOT, 'demo/images'))
+                        if f.lower().endswith(('.jpg', '.jpeg', '.png'))])
+        n_val = len(glob.glob(
+            osp.join(ROOT, 'demo/crowd_val_small/val/images/*')))
+        steps = len(NMS_RUNS) + 1
+        t_explain = run_step(
+            f'[1/{steps}]', f'explain {n_photos} photographs (all targets)',
+            [py, 'tools/explain.py', CONFIG, CHECKPOINT, 'demo/images',
+             '--out-dir', explain_dir, '--targets', 'all', '--score-thr',
+             str(args.score_thr), '--device', args.device],
+            osp.join(logs, 'step1_explain.log'), n_photos,
+            count_files(osp.join(explain_dir, '*.npz')))
         grids = sorted(glob.glob(osp.join(explain_dir, '*_grid.jpg')))
         if not grids:
             raise DemoError('step 1 wrote no grid image')
         example_png = save_example_png(grids[0], out_dir)
         rows = {}
         t_test = {}
-        for name, config, ckpt in NMS_RUNS:
+        for i, (name, config, ckpt) in enumerate(NMS_RUNS, 2):
+            slug = name.lower().replace(' + ', '_').replace('-', '_')
             work_dir = osp.join(out_dir, 'test_' + name.lower().replace(
                 ' + ', '_'))
-            t_test[name] = run_step(2, [
-                py, 'tools/test.py', config, ckpt, '--work-dir', work_dir
-            ])
+            log = osp.join(logs, f'step{i}_test_{slug}.log')
+            t_test[name] = run_step(
+                f'[{i}/{steps}]', f'{name} on demo/crowd_val_small '
+                f'({n_val} images)', test_cmd(py, config, ckpt, work_dir),
+                log, n_val, count_test_iters(log))
             rows[name] = read_test_metrics(work_dir)
     except DemoError as err:
         print(f'\nmake demo FAILED: {err}', file=sys.stderr)
         sys.exit(1)
 
     n_images = len(glob.glob(osp.join(explain_dir, '*.npz')))
-    print('\n' + '=' * 72)
-    print(f'Step 1: explained {n_images} photographs with all targets in '
+    print('=' * 72)
+    print(f'Explanations: {n_images} photographs, all targets, in '
           f'{t_explain:.0f} s')
     print(f'  grids:   {osp.relpath(grids[0], ROOT)} (+{len(grids) - 1} more)')
-    print(f'  gallery: {osp.relpath(osp.join(explain_dir, "index.html"), ROOT)}')
+    gallery = osp.relpath(osp.join(explain_dir, 'index.html'), ROOT)
+    print(f'  gallery: {gallery} (offline; click a detection)')
     print(f'  example: {osp.relpath(example_png, ROOT)}')
-    print('\nStep 2: demo/crowd_val_small (generated crowd scenes, '
+    print('\nNMS vs Odam-NMS: demo/crowd_val_small (generated crowd scenes, '
           'held-out persons), IoU 0.5')
     header = '| post-processing | ' + ' | '.join(m[0] for m in METRICS) + \
         ' | s/img |'
     print(header)
     print('|' + ' --- |' * (len(METRICS) + 2))
-    n_val = len(glob.glob(osp.join(ROOT, 'demo/crowd_val_small/val/images/*')))
     for name, metrics in rows.items():
         cells = [f'{metrics[key] * scale:.1f}' for _, key, scale in METRICS]
         cells.append(f'{t_test[name] / max(n_val, 1):.2f}')
@@ -162,8 +232,9 @@ def main():
           'lower is better; s/img includes start-up)')
     print(f'  rows 1-2: {CHECKPOINT}; row 3: {ODAM_TRAIN_CHECKPOINT} '
           '(the same detector fine-tuned 80 steps with Odam-Train)')
-    print('\nStep 3: next')
-    print('  open the gallery above in a browser, or look at a grid image')
+    print('\nNext')
+    print('  open the gallery above in a browser and click a detection, or '
+          'look at a grid image')
     print('  explain your own images:  python tools/explain.py '
           f'{CONFIG} {CHECKPOINT} IMG_OR_DIR --out-dir outputs/mine '
           '--targets all')
