@@ -98,7 +98,7 @@ def clipped(box, ori_shape, coord):
     h, w = ori_shape
     i = BASE.index(coord) - 1
     edge = (0.0, 0.0, float(w), float(h))[i]
-    return abs(float(box[i]) - edge) < 1e-3
+    return abs(float(box[i]) - edge) < 1e-4
 
 
 def assert_valid_maps(exp, ori_shape):
