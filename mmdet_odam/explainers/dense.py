@@ -495,9 +495,7 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
             lh = HookList()
 
             def pred_hook(mod, inp, out):
-                leaf = out.detach().requires_grad_(True)
-                seen[mod] = (inp[0], leaf)
-                return leaf
+                seen[mod] = (inp[0], out)  # graph kept: either path runs
 
             def tower_hook(mod, inp, out):
                 touts[mod] = out

@@ -24,15 +24,16 @@ from mmdet_odam.paths import (level_groups, scalar_grads,  # noqa: E402
 OUT = (48, 64)
 
 
-@pytest.fixture(params=['towers', 'per_scalar'])
+@pytest.fixture(params=['towers', 'per_scalar', 'by_cost'])
 def force_path(request, monkeypatch):
-    """Both own-level paths: the tower path (window + shared GN basis) and
-    one backward per scalar, whatever their cost estimate picks."""
+    """Both own-level paths: the tower path (window + shared GN basis), one
+    backward per scalar after the tower hooks ran (the cost estimate said
+    no), and whatever the cost estimate picks."""
     import mmdet_odam.explainers.dense as dense
     if request.param == 'towers':
         monkeypatch.setattr(dense, 'tower_costs', lambda layers, n: (0, 1))
-    else:
-        monkeypatch.setattr(dense, 'tower_supported', lambda layers: False)
+    elif request.param == 'per_scalar':
+        monkeypatch.setattr(dense, 'tower_costs', lambda layers, n: (1, 0))
     return request.param
 
 
@@ -73,6 +74,8 @@ def test_gn_default_path_is_the_exact_one():
             .explain(inputs.double(), samples, **kw)[0]
             for p in ('auto', 'exact', 'fast')}
     for t in ('cls', 'right'):
+        peak = maps['auto'].maps[t].flatten(1).max(1).values
+        assert (peak > 0).double().mean() > 0.5  # clamped boxes give 0
         assert torch.equal(maps['auto'].maps[t], maps['exact'].maps[t])
         assert (maps['auto'].maps[t] - maps['fast'].maps[t]).abs().max() \
             > 1e-3
