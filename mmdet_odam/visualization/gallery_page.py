@@ -72,7 +72,9 @@ JS = r"""
 
   function el(tag, attrs, text) {
     var n = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { n.setAttribute(k, attrs[k]); });
+    Object.keys(attrs || {}).forEach(function (k) {
+      n.setAttribute(k, attrs[k]);
+    });
     if (text !== undefined) n.textContent = text;
     return n;
   }
@@ -91,8 +93,9 @@ JS = r"""
     stage.style.width = w + 'px';
     stage.style.aspectRatio = w + ' / ' + h;
     stage.appendChild(el('img', {'class': 'base', src: e.image, alt: e.stem}));
-    var heat = el('img', {'class': 'heat', src: e.map.replace('{k}', k).replace('{t}', t),
-                          'data-det': k, 'data-target': t, alt: t + ' map'});
+    var src = e.map.replace('{k}', k).replace('{t}', t);
+    var heat = el('img', {'class': 'heat', src: src, 'data-det': k,
+                          'data-target': t, alt: t + ' map'});
     heat.style.opacity = state.opacity;
     stage.appendChild(heat);
     var b = el('div', {'class': 'box'});
@@ -127,7 +130,8 @@ JS = r"""
       cb.addEventListener('change', function () {
         var on = Array.prototype.filter.call(
           document.querySelectorAll('#viewer input.target'),
-          function (x) { return x.checked; }).map(function (x) { return x.value; });
+          function (x) { return x.checked; }).map(
+          function (x) { return x.value; });
         state.targets = on.length === e.targets.length ? null : on;
         go(false);
       });
@@ -169,8 +173,9 @@ JS = r"""
     shown(e).forEach(function (t) { ps.appendChild(panel(e, k, t)); });
     v.appendChild(ps);
     v.hidden = false;
-    document.querySelectorAll('a.det[data-img="' + e.stem + '"][data-det="' + k + '"]')
-      .forEach(function (a) { a.classList.add('active'); });
+    document.querySelectorAll(
+      'a.det[data-img="' + e.stem + '"][data-det="' + k + '"]').forEach(
+      function (a) { a.classList.add('active'); });
     if (scroll) v.scrollIntoView();
   }
 
@@ -182,7 +187,10 @@ JS = r"""
     state.det = parseInt(a.getAttribute('data-det'), 10);
     go(true);
   });
-  window.addEventListener('hashchange', function () { readHash(); render(true); });
+  window.addEventListener('hashchange', function () {
+    readHash();
+    render(true);
+  });
   readHash();
   render(true);
   document.body.setAttribute('data-ready', '1');

@@ -130,6 +130,7 @@ def test_click_shows_the_maps_of_that_detection(gallery, browser, tmp_path):
         maps = {t: z[f'maps_{t}'].astype(np.float32) for t in TARGETS}
     from mmdet_odam.visualization import colorize
     for t in TARGETS:
+        assert maps[t][k].max() > 0, f'the {t} map of detection {k} is empty'
         got = cv2.imread(str(gallery / stem / f'map{k}_{t}.jpg'))
         assert _diff(got, colorize(maps[t][k])) < 3.0
 
