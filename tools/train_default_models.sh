@@ -15,13 +15,16 @@
 #     coco128 person images; batch 16, 1500 iterations, AdamW) and its
 #     Odam-Train twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes.py
 #     with tools/train.py, strip them to checkpoints/*.pth (<= 25 MB);
-#     cpu (CPU twin pair, configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py
-#     and its Odam-Train twin ..._crowd-scenes_cpu.py): the default detector
+#     cpu (CPU recipe, the two twins ..._cpu.py: batch 2, 1000 iterations):
+#     both trained at once, one thread each (about 1 h on a quiet machine);
+#     cpu-ft (CPU fine-tune twin pair,
+#     configs/pretrained/fcos_mobilenetv2_crowd-person_cpu-ft.py and its
+#     Odam-Train twin ..._crowd-scenes_cpu-ft.py): the default detector
 #     fine-tuned on the crowd scenes with and without the losses, both at
 #     once in the background-friendly way (one thread each, nice 5), logs
 #     in $WORK/cpu_{base,odam}.log, resumed from their last checkpoint when
 #     run again; CPU_ITERS=N (default 600, constant learning rate) stops
-#     both at the same iteration; then evaluated;
+#     both at the same iteration; then evaluated (docs/odam_train_diagnosis.md);
 #     faster-rcnn: configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py
 #     (CPU recipe, 2250 iterations, about 1 h with one thread);
 #  4. evaluate on the held-out data with tools/test.py: COCO person AP on
@@ -56,12 +59,13 @@ train() {  # config, work name, checkpoint name
     "checkpoints/$3.pth"
 }
 evaluate() {  # checkpoint name, model (fcos_mobilenetv2 | faster-rcnn_mobilenetv2)
-  local m=${2:-fcos_mobilenetv2}
+  local m=${2:-fcos_mobilenetv2} ck="checkpoints/$1.pth"
+  [ -f "$ck" ] || ck="$WORK/$1.pth"  # the cpu-ft twins are not shipped
   python tools/test.py "configs/pretrained/${m}_crowd-person_coco-tiny80.py" \
-    "checkpoints/$1.pth" --work-dir "$WORK/eval_$1_tiny80"
+    "$ck" --work-dir "$WORK/eval_$1_tiny80"
   for nms in nms odam-nms; do
     python tools/test.py "configs/odam_nms/${m}_crowd-scenes_$nms.py" \
-      "checkpoints/$1.pth" --work-dir "$WORK/eval_$1_scenes_$nms"
+      "$ck" --work-dir "$WORK/eval_$1_scenes_$nms"
   done
 }
 if [ "$WHAT" = baseline ] || [ "$WHAT" = all ]; then
@@ -79,18 +83,29 @@ train_twin() {  # config, work name, checkpoint name (resumable, one thread)
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 python tools/train.py "$1" \
     --work-dir "$WORK/$2" $resume --cfg-options train_cfg.max_iters="$CPU_ITERS"
   python tools/model_converters/publish_model.py "$WORK/$2/iter_$CPU_ITERS.pth" --half \
-    "checkpoints/$3.pth"
+    "$WORK/$3.pth"
 }
 if [ "$WHAT" = cpu ]; then  # the twins at once, one thread each
-  CPU_ITERS=${CPU_ITERS:-600}
-  train_twin configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
-    fcos_mobilenetv2_crowd-person_cpu >> "$WORK/cpu_base.log" 2>&1 &
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HALF=--half
+  train configs/pretrained/fcos_mobilenetv2_crowd-person_cpu.py cpu_base \
+    fcos_mobilenetv2_crowd-person_cpu > "$WORK/cpu_base.log" 2>&1 &
   pid=$!
-  train_twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py cpu_odam \
-    fcos_mobilenetv2_crowd-person_cpu_odam-train >> "$WORK/cpu_odam.log" 2>&1
+  train configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py cpu_odam \
+    fcos_mobilenetv2_crowd-person_cpu_odam-train > "$WORK/cpu_odam.log" 2>&1
   wait $pid
   evaluate fcos_mobilenetv2_crowd-person_cpu
   evaluate fcos_mobilenetv2_crowd-person_cpu_odam-train
+fi
+if [ "$WHAT" = cpu-ft ]; then  # the fine-tune twins at once, one thread each
+  CPU_ITERS=${CPU_ITERS:-600}
+  train_twin configs/pretrained/fcos_mobilenetv2_crowd-person_cpu-ft.py cpu_base \
+    fcos_mobilenetv2_crowd-person_cpu-ft >> "$WORK/cpu_base.log" 2>&1 &
+  pid=$!
+  train_twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu-ft.py cpu_odam \
+    fcos_mobilenetv2_crowd-person_cpu-ft_odam-train >> "$WORK/cpu_odam.log" 2>&1
+  wait $pid
+  evaluate fcos_mobilenetv2_crowd-person_cpu-ft
+  evaluate fcos_mobilenetv2_crowd-person_cpu-ft_odam-train
 fi
 if [ "$WHAT" = faster-rcnn ]; then
   HALF=--half OMP_NUM_THREADS=1 train configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py \

@@ -16,6 +16,8 @@ recomputed on resampled sets of images::
 import argparse
 import copy
 import json
+import os.path as osp
+import tempfile
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -46,13 +48,34 @@ def post_process(images: Sequence[dict], iou_thr: float, corr_low: float,
     return samples
 
 
-def crowd_figures(samples: Sequence[dict], metric_cfg: dict) -> np.ndarray:
+def load_gt_records(ann_file: str) -> Dict[str, dict]:
+    """CrowdHuman odgt lines by image ID."""
+    with open(ann_file) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return {r['ID']: r for r in recs}
+
+
+def crowd_figures(samples: Sequence[dict], gt: Dict[str, dict],
+                  metric_cfg: dict) -> np.ndarray:
     """(3,) AP, MR^-2 and JI (in %) of ``samples`` by ``CrowdHumanMetric``.
-    Repeated images count as separate images."""
+
+    ``CrowdHumanMetric`` pairs the lines of its annotation file with the
+    results in order, so the images drawn (repeats included, each a
+    separate image) are written to a temporary odgt file of their own under
+    fresh IDs.
+    """
     from mmdet.registry import METRICS
-    metric = METRICS.build(copy.deepcopy(metric_cfg))
-    metric.process({}, list(samples))
-    res = metric.compute_metrics(metric.results)
+    with tempfile.TemporaryDirectory() as tmp:
+        ann = osp.join(tmp, 'drawn.odgt')
+        drawn = []
+        with open(ann, 'w') as f:
+            for k, s in enumerate(samples):
+                rec = dict(gt[s['img_id']], ID=f'{s["img_id"]}#{k}')
+                f.write(json.dumps(rec) + '\n')
+                drawn.append(dict(s, img_id=rec['ID']))
+        metric = METRICS.build(dict(copy.deepcopy(metric_cfg), ann_file=ann))
+        metric.process({}, drawn)
+        res = metric.compute_metrics(metric.results)
     return 100 * np.array([res['mAP'], res['mMR'], res['JI']], dtype=float)
 
 
@@ -68,11 +91,13 @@ def nms_intervals(images: Sequence[dict], metric_cfg: dict, iou_thr: float,
     Returns:
         dict: ``'lo,hi'`` -> {figure: [value, low, high]}, plus ``images``.
     """
+    gt = load_gt_records(metric_cfg['ann_file'])
     out = {}
     for lo, hi in settings:
         samples = post_process(images, iou_thr, lo, hi, max_per_img)
         v, low, high = bootstrap_images(
-            lambda idx: crowd_figures([samples[i] for i in idx], metric_cfg),
+            lambda idx: crowd_figures([samples[i] for i in idx], gt,
+                                      metric_cfg),
             len(samples), n_boot, seed=seed)
         out[f'{lo},{hi}'] = {
             f: [float(v[j]), float(low[j]), float(high[j])]
