@@ -43,7 +43,7 @@ $(STAMP):
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	@if [ -n "$(TORCH_SPEC)" ]; then \
 		echo "== installing $(TORCH_SPEC)"; \
-		$(PIP) install "$(TORCH_SPEC)" || exit 1; \
+		$(PIP) install -q "$(TORCH_SPEC)" || exit 1; \
 	fi
 	@$(VPY) -c "import torch" 2>/dev/null || { echo "torch is missing in \
 	$(VENV): install it there or leave TORCH_SPEC at its default" >&2; exit 1; }
@@ -52,7 +52,7 @@ $(STAMP):
 		2>/dev/null; then \
 		echo "== $(MMCV_SPEC) with ops already installed"; \
 	elif echo "== looking for a $(MMCV_SPEC) wheel (PIP_FIND_LINKS=$$PIP_FIND_LINKS)" && \
-		$(PIP) install --only-binary=mmcv "$(MMCV_SPEC)"; then \
+		$(PIP) install -q --only-binary=mmcv "$(MMCV_SPEC)"; then \
 		echo "== $(MMCV_SPEC) installed from a wheel"; \
 	else \
 		echo "== no $(MMCV_SPEC) wheel: building it from source with ops"; \
@@ -61,9 +61,9 @@ $(STAMP):
 			--no-build-isolation "$(MMCV_SPEC)" && \
 		$(PIP) install --upgrade "setuptools<81" || exit 1; \
 	fi
-	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
-	$(PIP) install --no-deps -r requirements/optional.txt
-	$(PIP) install -e . --no-deps
+	$(PIP) install -q -r requirements/runtime.txt -r requirements/tests.txt
+	$(PIP) install -q --no-deps -r requirements/optional.txt
+	$(PIP) install -q -e . --no-deps
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

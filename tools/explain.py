@@ -165,7 +165,7 @@ def check_args(parser, args):
     try:
         targets = split_list(args.targets)
         if [t.lower() for t in targets] == ['all']:
-            targets = [t.value for t in Target]
+            targets = [t.value for t in Target if t != Target.MASK]
         args.target_list = [t.value for t in parse_targets(targets)]
         args.path = parse_path(args.path, args.exact).value
         if not args.show_path:
