@@ -17,7 +17,7 @@ from typing import List
 
 from torch import nn
 
-from .support import Support, overridden_methods
+from .support import Support, override_reasons
 
 __all__ = [
     'probe_dense_detector', 'patch_path_support', 'supports_patch_path',
@@ -43,21 +43,14 @@ def probe_dense_detector(model: nn.Module) -> Support:
     if not isinstance(model, SingleStageDetector):
         return Support.no(f'{type(model).__name__} is not a single-stage '
                           'detector')
-    reasons = [
-        f'{type(model).__name__} overrides SingleStageDetector.{m}'
-        for m in overridden_methods(model, SingleStageDetector,
-                                    DETECTOR_MIRRORED)
-    ]
+    reasons = override_reasons(model, SingleStageDetector, DETECTOR_MIRRORED)
     head = getattr(model, 'bbox_head', None)
     name = type(head).__name__
     base = next((b for b in _dense_bases() if isinstance(head, b)), None)
     if base is None:
         return Support.no(*reasons, f'{name} derives from none of FCOSHead, '
                           'RetinaHead, ATSSHead')
-    over = overridden_methods(head, base, DENSE_MIRRORED)
-    if over:
-        reasons.append(f'{name} overrides {", ".join(over)} of '
-                       f'{base.__name__}')
+    reasons += override_reasons(head, base, DENSE_MIRRORED)
     if getattr(getattr(head, 'loss_cls', None), 'custom_cls_channels',
                False):
         reasons.append(f'{name} uses a custom class activation')

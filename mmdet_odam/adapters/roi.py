@@ -10,7 +10,7 @@ reasons and take the exact generic path).
 """
 from torch import nn
 
-from .support import Support, overridden_methods
+from .support import Support, override_reasons
 
 __all__ = ['probe_two_stage_detector', 'check_roi_head']
 
@@ -28,27 +28,17 @@ def probe_two_stage_detector(model: nn.Module) -> Support:
     if not isinstance(model, TwoStageDetector):
         return Support.no(f'{type(model).__name__} is not a two-stage '
                           'detector')
-    reasons = [
-        f'{type(model).__name__} overrides TwoStageDetector.{m}'
-        for m in overridden_methods(model, TwoStageDetector,
-                                    DETECTOR_MIRRORED)
-    ]
+    reasons = override_reasons(model, TwoStageDetector, DETECTOR_MIRRORED)
     roi_head = getattr(model, 'roi_head', None)
     if not isinstance(roi_head, StandardRoIHead):
         return Support.no(*reasons, f'{type(roi_head).__name__} is not a '
                           'StandardRoIHead')
-    over = overridden_methods(roi_head, StandardRoIHead, ROI_HEAD_MIRRORED)
-    if over:
-        reasons.append(f'{type(roi_head).__name__} overrides '
-                       f'{", ".join(over)} of StandardRoIHead')
+    reasons += override_reasons(roi_head, StandardRoIHead, ROI_HEAD_MIRRORED)
     bbox_head = getattr(roi_head, 'bbox_head', None)
     if not isinstance(bbox_head, BBoxHead):
         reasons.append(f'{type(bbox_head).__name__} is not a BBoxHead')
     else:
-        over = overridden_methods(bbox_head, BBoxHead, BBOX_HEAD_MIRRORED)
-        if over:
-            reasons.append(f'{type(bbox_head).__name__} overrides '
-                           f'{", ".join(over)} of BBoxHead')
+        reasons += override_reasons(bbox_head, BBoxHead, BBOX_HEAD_MIRRORED)
     try:
         check_roi_head(roi_head)
     except ValueError as e:

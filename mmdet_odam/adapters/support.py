@@ -8,7 +8,9 @@ class's own, the structure it needs must be there) and answers with a
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Sequence
 
-__all__ = ['Support', 'equivalent_override', 'overridden_methods']
+__all__ = [
+    'Support', 'equivalent_override', 'overridden_methods', 'override_reasons'
+]
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,13 @@ def overridden_methods(obj, base: type, names: Sequence[str]) -> List[str]:
             continue
         out.append(name)
     return out
+
+
+def override_reasons(obj, base: type, names: Sequence[str]) -> List[str]:
+    """``['<Class> overrides a, b of <Base>']`` when ``type(obj)`` overrides
+    some of ``names`` (see :func:`overridden_methods`), else ``[]``."""
+    over = overridden_methods(obj, base, names)
+    if not over:
+        return []
+    return [f'{type(obj).__name__} overrides {", ".join(over)} of '
+            f'{base.__name__}']

@@ -27,7 +27,6 @@ heads such as FCOS and ATSS), ``cand_inds`` = index in the concatenated
 pre-NMS candidate list.
 """
 import copy
-import inspect
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch

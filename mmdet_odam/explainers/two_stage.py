@@ -43,7 +43,7 @@ from mmdet.models.utils import empty_instances
 from mmdet.structures.bbox import bbox2roi, get_box_tensor, scale_boxes
 from mmengine.logging import print_log
 from mmengine.structures import InstanceData
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core import (apply_grad_mode, box_sigmas, check_boxes,
                     gaussian_smooth, kernel_radius, level_to_padded,
