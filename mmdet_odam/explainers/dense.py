@@ -443,8 +443,12 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
                      targets: Sequence[Target], layer: Optional[str] = None,
                      smoothing='gaussian', grad_mode='pos_relu',
                      chunk_size: int = 16, boxes: Optional[Tensor] = None,
-                     hooks: Optional[HookList] = None, grad_weights=None):
+                     hooks: Optional[HookList] = None, grad_weights=None,
+                     feats: Optional[Sequence[Tensor]] = None):
     """Exact per-candidate maps by autograd.
+
+    ``feats``: the FPN levels of ``inputs`` when the caller has them (the
+    own-level path then runs no second backbone forward).
 
     ``layer=None``: each candidate's own FPN level, by the backward of that
     level's head forward of that image only (:mod:`mmdet_odam.paths.
@@ -470,8 +474,9 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
         except (NotImplementedError, AttributeError, IndexError):
             call_args = None
     if call_args is not None:  # own level and image only
-        with torch.no_grad():
-            feats = model.extract_feat(inputs)
+        if feats is None:
+            with torch.no_grad():
+                feats = model.extract_feat(inputs)
         mlvl_priors = _mlvl_priors(head, feats)
         strides = _level_strides(head)
         a = _num_priors(head)
@@ -1004,7 +1009,7 @@ class DenseHeadExplainer(BaseExplainer):
                 model, inputs, img_inds, cat['level_ids'], cat['loc_inds'],
                 cat['labels'], self.scalar_targets, self.layer,
                 self.smoothing, self.grad_mode, self.chunk_size,
-                cat['input_bboxes'], hooks, grad_weights)
+                cat['input_bboxes'], hooks, grad_weights, feats=feats)
         else:
             pieces, _ = patch_level_maps(
                 head, feats, img_inds, cat['level_ids'], cat['loc_inds'],
