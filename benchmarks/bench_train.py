@@ -1,4 +1,4 @@
-"""Training-iteration cost of Odam-Train (issue 5): time and peak memory of
+"""Training-iteration cost of Odam-Train: time and peak memory of
 one SGD step (forward + backward + update) with and without the losses.
 
 Model: the Odam-Train FCOS MobileNetV2-FPN config (``--config``: any
@@ -13,14 +13,8 @@ the time ratio comes from a third process that alternates steps of both
 
     python benchmarks/bench_train.py [--iters 5] [--device cpu] [--out f.json]
 
-With ``--discrimination NAME=CONFIG:CHECKPOINT ...`` it instead measures
-object discrimination of trained detectors on their config's val set (paper
-Fig. 4 / Tab. 3): pre-NMS candidates with score > ``--score-thr`` are
-matched to GT boxes (IoU >= 0.5); their ``cls`` ODAM maps (batched,
-no smoothing, grid = padded input / 8) give the mean Pearson correlation
-between candidates of the same object, between candidates of different
-objects whose boxes overlap with IoU > 0.5, and the ODI (box) of each
-candidate w.r.t. its object.
+Object discrimination of trained detectors (paper Fig. 4 / Tab. 3) is
+measured by ``tools/analysis_tools/object_discrimination.py``.
 """
 import argparse
 import ast
@@ -148,135 +142,6 @@ def _interleaved(args, queue):
                    cpu_ratios=cpu_ratios))
 
 
-def _pearson(a, b):
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp(min=1e-12)
-
-
-def discrimination(config, checkpoint, device='cpu', score_thr=0.1,
-                   max_cands=100, max_images=None):
-    """Object-discrimination statistics of one trained FCOS-like detector.
-
-    Returns:
-        dict: ``corr_same`` / ``corr_diff_iou50`` (mean Pearson over pairs),
-        their pair counts, ``odi`` (mean over matched candidates), images.
-    """
-    import numpy as np
-    from mmdet.apis import init_detector
-    from mmdet.structures.bbox import bbox_overlaps
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
-
-    from mmdet_odam.evaluation.functional.odi import odi_box
-    from mmdet_odam.explainers.dense import dense_candidate_maps
-    init_default_scope('mmdet')
-    from mmengine.config import Config
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    model = init_detector(cfg, checkpoint, device=device)
-    head = model.bbox_head
-    ds_cfg = cfg.test_dataloader.dataset
-    from mmdet.registry import DATASETS
-    dataset = DATASETS.build(ds_cfg)
-    same, diff, odis = [], [], []
-    n_img = len(dataset) if max_images is None else min(max_images,
-                                                        len(dataset))
-    for i in range(n_img):
-        data = pseudo_collate([dataset[i]])
-        data = model.data_preprocessor(data, False)
-        sample = data['data_samples'][0]
-        gt = sample.gt_instances.bboxes
-        gt = gt.tensor if hasattr(gt, 'tensor') else gt
-        # the test pipeline loads annotations after Resize: original pixels
-        sx, sy = sample.metainfo.get('scale_factor', (1., 1.))
-        gt = gt * gt.new_tensor([sx, sy, sx, sy])
-        if len(gt) < 2:
-            continue
-        with torch.no_grad():
-            feats = model.extract_feat(data['inputs'])
-            cls_scores, bbox_preds, ctrs = head(feats)
-        lv, loc, scores, boxes = [], [], [], []
-        pts = head.prior_generator.grid_priors(
-            [c.shape[-2:] for c in cls_scores], device=gt.device)
-        for l, (c, b, t) in enumerate(zip(cls_scores, bbox_preds, ctrs)):
-            sc = (c[0, 0].sigmoid() * t[0, 0].sigmoid()).flatten()
-            k = (sc > score_thr).nonzero().squeeze(1)
-            d = b[0].flatten(1)[:, k].t()  # eval mode: pixels already
-            lv.append(torch.full_like(k, l))
-            loc.append(k)
-            scores.append(sc[k])
-            boxes.append(head.bbox_coder.decode(pts[l][k], d))
-        lv, loc = torch.cat(lv), torch.cat(loc)
-        scores, boxes = torch.cat(scores), torch.cat(boxes)
-        order = scores.argsort(descending=True)[:max_cands]
-        lv, loc, scores, boxes = lv[order], loc[order], scores[order], \
-            boxes[order]
-        if len(scores) < 2:
-            continue
-        iou_gt = bbox_overlaps(boxes, gt)
-        best, obj = iou_gt.max(1)
-        ok = best >= 0.5
-        lv, loc, boxes, obj = lv[ok], loc[ok], boxes[ok], obj[ok]
-        if len(obj) < 2:
-            continue
-        pad = sample.metainfo['batch_input_shape']
-        size = (pad[0] // 8, pad[1] // 8)
-        maps = dense_candidate_maps(
-            head, feats, torch.zeros_like(lv), lv, loc,
-            torch.zeros_like(lv), target='cls', out_size=size,
-            smoothing='none').detach()
-        flat = maps.flatten(1)
-        corr = _pearson(flat[:, None], flat[None])
-        iou_pp = bbox_overlaps(boxes, boxes)
-        triu = torch.triu(torch.ones_like(iou_pp, dtype=torch.bool), 1)
-        same_obj = obj[:, None] == obj[None]
-        same.append(corr[triu & same_obj])
-        diff.append(corr[triu & ~same_obj & (iou_pp > 0.5)])
-        gt_grid = gt / 8.
-        for j in range(len(obj)):
-            odis.append(odi_box(maps[j], gt_grid, int(obj[j])))
-    same, diff = torch.cat(same), torch.cat(diff)
-    val_loss = _val_odam_loss(config, checkpoint, dataset, n_img, device)
-    return dict(
-        **val_loss,
-        corr_same=float(same.mean()) if len(same) else float('nan'),
-        pairs_same=len(same),
-        corr_diff_iou50=float(diff.mean()) if len(diff) else float('nan'),
-        pairs_diff_iou50=len(diff),
-        odi=float(np.mean(odis)) if odis else float('nan'),
-        candidates=len(odis), images=n_img)
-
-
-def _val_odam_loss(config, checkpoint, dataset, n_img, device):
-    """Mean Odam-Train losses (weight 1, paper defaults) on the val images,
-    i.e. the training objective on held-out scenes."""
-    from mmdet.apis import init_detector
-    from mmengine.config import Config
-    from mmengine.dataset import pseudo_collate
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    cfg.model.bbox_head.type = 'OdamFCOSHead'
-    cfg.model.bbox_head.loss_odam = dict(type='OdamTrainLoss')
-    model = init_detector(cfg, checkpoint, device=device)
-    model.train()  # FCOS training-mode outputs; backbone BN stays frozen
-    con, sep = [], []
-    for i in range(n_img):
-        data = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
-        sample = data['data_samples'][0]
-        sx, sy = sample.metainfo.get('scale_factor', (1., 1.))
-        gi = sample.gt_instances
-        b = gi.bboxes.tensor if hasattr(gi.bboxes, 'tensor') else gi.bboxes
-        gi.bboxes = b * b.new_tensor([sx, sy, sx, sy])
-        if len(gi.bboxes) < 2:
-            continue
-        out = model.loss(data['inputs'], data['data_samples'])
-        con.append(float(out['loss_odam_con']))
-        sep.append(float(out['loss_odam_sep']))
-    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
-    return dict(val_loss_odam_con=mean(con), val_loss_odam_sep=mean(sep))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--config', default=DEFAULT_CONFIG)
@@ -292,32 +157,7 @@ def main(argv=None):
                    help='override OdamTrainLoss options, e.g. '
                    'max_per_object=6')
     p.add_argument('--out', default=None, help='write results as JSON')
-    p.add_argument('--discrimination', nargs='+', metavar='NAME=CFG:CKPT',
-                   help='measure object discrimination of trained models '
-                   'instead of timing')
-    p.add_argument('--score-thr', type=float, default=0.1)
-    p.add_argument('--max-images', type=int, default=None)
     args = p.parse_args(argv)
-    if args.discrimination:
-        torch.set_num_threads(args.threads)
-        import mmdet_odam  # noqa: F401
-        res = {}
-        for spec in args.discrimination:
-            name, rest = spec.split('=', 1)
-            config, ckpt = rest.split(':', 1)
-            for path in (config, ckpt):
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f'not found: {path}')
-            res[name] = discrimination(config, ckpt, args.device,
-                                       args.score_thr,
-                                       max_images=args.max_images)
-            print(name, json.dumps(res[name]))
-        if args.out:
-            tmp = args.out + '.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(res, f, indent=1)
-            os.replace(tmp, args.out)
-        return res
     if not os.path.isfile(args.config):
         raise FileNotFoundError(f'config not found: {args.config}')
     ctx = mp.get_context('spawn')

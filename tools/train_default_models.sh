@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the default pretrained models of mmdet-odam (README "model-card").
+# Reproduce the default pretrained models of mmdet-odam (docs/model_zoo.md).
 #
 #   bash tools/train_default_models.sh [baseline|odam-train|all|cpu|faster-rcnn]
 #                                                           (default all)
@@ -30,9 +30,9 @@
 #  4. evaluate on the held-out data with tools/test.py: COCO person AP on
 #     coco_val2017_tiny80 and CrowdHumanMetric AP/MR/JI + crowd/sparse recall
 #     on the val scenes with NMS and with Odam-NMS.
-# Time: the GPU baseline took 5.5 min on one H200 GPU, its Odam-Train twin
-# ~0.57 s/iteration there (~15 min); on this CPU the GPU recipe would take
-# hours. Set GPUS=N (N > 1) to train with tools/dist_train.sh.
+# Time: the GPU baseline takes about 5.5 min on one data-centre GPU, its
+# Odam-Train twin ~0.57 s/iteration there (~15 min); on a CPU the GPU
+# recipe takes hours. Set GPUS=N (N > 1) to train with tools/dist_train.sh.
 set -euo pipefail
 WHAT=${1:-all}
 WORK=${WORK:-work_dirs/default_models}

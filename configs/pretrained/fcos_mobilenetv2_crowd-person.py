@@ -1,6 +1,6 @@
 # Default person detector of mmdet-odam (checkpoint:
 # checkpoints/fcos_mobilenetv2_crowd-person.pth, recipe:
-# tools/train_default_models.sh, results: README "model-card").
+# tools/train_default_models.sh, results: docs/model_zoo.md).
 # Train: crowd scenes generated from coco128_train2017 persons
 # (data/crowd_scenes/train) + the real coco128 person images.
 # Val/test: crowd scenes generated from coco_val2017_tiny80 persons

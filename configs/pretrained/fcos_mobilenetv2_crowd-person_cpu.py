@@ -1,6 +1,6 @@
-# CPU recipe of the default person detector (README "model-card", the
+# CPU recipe of the default person detector (docs/model_zoo.md, the
 # reproducible CPU pair): ./fcos_mobilenetv2_crowd-person.py (same model,
-# data, input size, seed) on a schedule this 2-core machine runs in under an
+# data, input size, seed) on a schedule a small CPU runs in about an
 # hour with one thread: batch 2, 1000 iterations, AdamW lr 4e-4 (warm-up 100,
 # cosine). The Odam-Train twin is
 # ../odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu.py.

@@ -15,9 +15,9 @@ every candidate's own gradient. To reproduce the full-map forward exactly:
   (captured by :func:`head_forward_with_stats`), frozen. The forward value is
   then exact; the gradient keeps gamma / sigma but drops GroupNorm's mean /
   variance Jacobian terms (which are non-local). The authors' code also drops
-  1 / sigma. This error is measured in the tests and the README. The
-  explainer therefore uses the exact chunked-autograd path on GN heads
-  (``exact='auto'``, the default); Odam-NMS and Odam-Train call
+  1 / sigma. This error is measured in the tests and in
+  docs/benchmarks_explain_gn.md. The explainer therefore uses an exact
+  autograd path on GN heads (``path='auto'``, the default); Odam-NMS and Odam-Train call
   :func:`dense_candidate_maps`, which always takes the patch path.
 
 Candidate indices: ``level_ids`` = FPN level, ``loc_inds`` = flat prior
@@ -902,12 +902,12 @@ class DenseHeadExplainer(BaseExplainer):
     heads (``model.bbox_head``).
 
     Default layer: the FPN level that produced each detection. Heads without
-    GroupNorm take the batched patch path (exact); with ``exact='auto'``
-    (default) GroupNorm heads, ``exact=True``, Grad-CAM weights, heads the
+    GroupNorm take the batched patch path (exact); with ``path='auto'``
+    (default) GroupNorm heads, ``path='exact'``, Grad-CAM weights, heads the
     patch path does not support, or a ``layer`` (``'neck'`` = every FPN
     level, summed after rendering; any module name, e.g.
-    ``'backbone.layer3'``) use chunked autograd, which is exact.
-    ``exact=False`` takes the patch path wherever it applies, also on GN
+    ``'backbone.layer3'``) use exact autograd paths.
+    ``path='fast'`` takes the patch path wherever it applies, also on GN
     heads (frozen GN statistics, see module doc).
     """
 

@@ -1,24 +1,19 @@
 """tools/analysis_tools/supported_detectors.py writes one table row per zoo
 family between the markers and keeps the rest of the page."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from mmdet_odam.testing import ZOO
+from mmdet_odam.testing import ZOO, load_tool
 
 REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / 'tools' / 'analysis_tools' / 'supported_detectors.py'
 FAMILIES = ['RetinaNet', 'DETR']
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('supported_detectors', TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('analysis_tools/supported_detectors.py')
 
 
 def bench_json(path):

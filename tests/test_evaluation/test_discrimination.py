@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from mmdet_odam.evaluation.discrimination import (main, pair_values,
-                                                  pearson_matrix)
+from mmdet_odam.evaluation.discrimination import pair_values, pearson_matrix
 
 
 def test_pearson_matrix_hand_values():
@@ -26,10 +25,3 @@ def test_pair_values_same_and_overlapping_different_objects():
     out = pair_values(corr, obj, iou)
     assert out['corr_same'].tolist() == [1.]  # pair (0, 1) once
     assert out['corr_diff'].tolist() == [2.]  # (0, 2); (1, 2) IoU .4
-
-
-def test_bad_model_spec():
-    with pytest.raises(ValueError, match='NAME=CONFIG:CHECKPOINT'):
-        main(['justaname'])
-    with pytest.raises(FileNotFoundError, match='not found'):
-        main(['a=missing.py:missing.pth'])

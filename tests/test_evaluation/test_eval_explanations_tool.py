@@ -1,6 +1,5 @@
 """End-to-end run of tools/analysis_tools/eval_explanations.py on the real
 COCO person subset with a tiny random-weight FCOS (CPU, seconds)."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -8,19 +7,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmdet_odam.testing import load_tool
 from mmdet_odam.utils import repo_root, shared_dir
 
 ROOT = repo_root()
 CFG = str(ROOT / 'configs/tiny/fcos_tiny_coco-person.py')
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'eval_explanations',
-        ROOT / 'tools/analysis_tools/eval_explanations.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +40,7 @@ def read(out):
 
 def test_tool_runs_resumes_and_writes_tables(tmp_path, ckpt):
     assert shared_dir().is_dir()
-    tool = load_tool()
+    tool = load_tool('analysis_tools/eval_explanations.py')
     out = tmp_path / 'run'
     summary = tool.main(args(out, ckpt, '--sanity-check'))
     recs = read(out)
@@ -102,7 +93,7 @@ def test_tool_dataset_without_masks(tmp_path, ckpt):
         a.pop('segmentation', None)
     ann = tmp_path / 'nomask.json'
     ann.write_text(json.dumps(coco))
-    tool = load_tool()
+    tool = load_tool('analysis_tools/eval_explanations.py')
     out = tmp_path / 'nomask'
     summary = tool.main(
         args(out, ckpt, '--methods', 'odam', 'gradcam', '--cfg-options',
@@ -114,7 +105,7 @@ def test_tool_dataset_without_masks(tmp_path, ckpt):
 
 
 def test_tool_bad_input(tmp_path, ckpt):
-    tool = load_tool()
+    tool = load_tool('analysis_tools/eval_explanations.py')
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         tool.main([CFG, str(tmp_path / 'missing.pth'), '--out-dir',
                    str(tmp_path)])
@@ -123,7 +114,7 @@ def test_tool_bad_input(tmp_path, ckpt):
 
 
 def test_methods_accept_spaces_and_commas():
-    tool = load_tool()
+    tool = load_tool('analysis_tools/eval_explanations.py')
     base = [CFG, 'x.pth', '--out-dir', 'x', '--methods']
     assert tool.parse_args(base + ['odam', 'gradcam']).methods == [
         'odam', 'gradcam']

@@ -19,8 +19,8 @@ from odam_tiny_models import build_detector, fake_batch
 # max |fast - exact| / max(|fast|, |exact|) per map, median over the maps of
 # these tiny random FCOS-GN / ATSS-GN models (largest median over targets:
 # 0.079 FCOS, 0.133 ATSS; it is worst on 1x1 / 2x2 levels where GN's
-# statistics are the most non-local). See README section "explain" for the
-# figures on full-size FCOS R50. The test allows 2x the measured figure.
+# statistics are the most non-local). See docs/benchmarks_explain_gn.md
+# for the figures on full-size FCOS R50. The test allows 2x the measured figure.
 GN_FROZEN_MEASURED_MEDIAN = 0.133
 
 

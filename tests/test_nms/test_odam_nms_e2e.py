@@ -3,7 +3,6 @@
 crowd/sparse recall; the model-level classic-NMS invariant."""
 import copy
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -13,15 +12,13 @@ import sys
 import pytest
 import torch
 
+from mmdet_odam.testing import load_tool
+
 TINY = 'configs/tiny/fcos_tiny_coco-person.py'
 
 
 def _make_crowd_module(repo_root):
-    path = repo_root / 'tools' / 'dataset_converters' / 'make_crowd.py'
-    spec = importlib.util.spec_from_file_location('make_crowd', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('dataset_converters/make_crowd.py')
 
 
 @pytest.fixture(scope='module')
@@ -201,11 +198,7 @@ def test_bad_odam_nms_cfg_fails_at_build(repo_root, config, head):
 
 def test_sweep_tool(repo_root, crowd_set, checkpoint, odam_test_run,
                     tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'sweep_odam_nms',
-        repo_root / 'tools' / 'analysis_tools' / 'sweep_odam_nms.py')
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_tool('analysis_tools/sweep_odam_nms.py')
     cfg = _write_cfg(tmp_path, repo_root, crowd_set, ODAM)
     out = tmp_path / 'sweep'
     args = [str(cfg), str(checkpoint[0]), '--corr-low', '0', '0.2',

@@ -1,6 +1,5 @@
 """MobileNetV2 torchvision -> mmdet converter: every tensor maps, same
 features."""
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,16 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mmdet_odam.testing import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_converter():
-    path = (ROOT / 'tools' / 'model_converters' /
-            'mobilenetv2_torchvision2mmdet.py')
-    spec = importlib.util.spec_from_file_location('mnv2_conv', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('model_converters/mobilenetv2_torchvision2mmdet.py')
 
 
 conv = _load_converter()
@@ -163,11 +159,7 @@ def test_missing_package_message(monkeypatch):
 
 
 def _publish_module():
-    path = ROOT / 'tools' / 'model_converters' / 'publish_model.py'
-    spec = importlib.util.spec_from_file_location('publish_model', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('model_converters/publish_model.py')
 
 
 def test_publish_model_strips_training_state(tmp_path):

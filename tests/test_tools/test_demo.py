@@ -1,22 +1,17 @@
 """tools/demo.py's quiet steps: the tool's output goes to a log file, the
 terminal gets a progress bar and one line; a failing step names its log and
 shows its last lines."""
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from mmdet_odam.testing import load_tool
 
 
 @pytest.fixture(scope='module')
 def demo():
-    spec = importlib.util.spec_from_file_location('demo_tool',
-                                                  REPO / 'tools' / 'demo.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('demo.py')
 
 
 def test_count_test_iters_reads_the_last_test_iteration(demo, tmp_path):

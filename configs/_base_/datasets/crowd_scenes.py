@@ -1,5 +1,5 @@
 # CrowdHuman-style scenes generated from COCO photographs by
-# tools/dataset_converters/make_crowd.py (see README "data"):
+# tools/dataset_converters/make_crowd.py (see docs/data.md):
 #   data/crowd_scenes/{train,val}/images/*.jpg
 #   data/crowd_scenes/{train,val}/annotation_{train,val}.odgt
 #   data/crowd_scenes/{train,val}/id_hw_{train,val}.json

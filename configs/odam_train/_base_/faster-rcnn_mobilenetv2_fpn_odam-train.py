@@ -3,7 +3,7 @@
 # faster-rcnn_r50_fpn, one class, person anchors H:W = 1, 2, 3, paper
 # Sec. 4.3) with the ImageNet MobileNetV2 backbone of
 # ../../_base_/models/fcos_mobilenetv2_fpn.py (strides 8/16/32, converted
-# weights in work_dirs/pretrained, see README "data") and a 128-channel FPN,
+# weights in work_dirs/pretrained, see docs/data.md) and a 128-channel FPN,
 # 512 RoIs with foreground ratio 0.5 (authors, CrowdHuman), and the
 # consistency / separation losses on the cls ODAM maps of the positive RoIs.
 # loss_weight 0.2 as the authors' R-CNN code; their IoU weighting of positive

@@ -1,4 +1,4 @@
-# Odam-Train arm of the small experiment in README "Odam-Train": exactly
+# Odam-Train arm of the small experiment in docs/odam_train.md: exactly
 # fcos_mobilenetv2_fpn_plain_crowd-scenes_ft30.py + the losses.
 _base_ = ['./fcos_mobilenetv2_fpn_plain_crowd-scenes_ft30.py']
 model = dict(

@@ -1,4 +1,4 @@
-# Control arm of the small Odam-Train experiment in README "Odam-Train":
+# Control arm of the small Odam-Train experiment in docs/odam_train.md:
 # 30 AdamW steps (lr 2e-4, constant) from checkpoints/fcos_mobilenetv2_crowd-person.pth
 # on the generated train scenes at 320x240 (batch 2, no workers), WITHOUT
 # the Odam-Train losses. The other arm is
