@@ -45,6 +45,10 @@ def parse_args(argv=None):
                    help='masks actually run (scaled to --drise-full)')
     p.add_argument('--drise-full', type=int, default=5000)
     p.add_argument('--drise-chunk', type=int, default=16)
+    p.add_argument('--drise-normalize', choices=('coverage', 'raw'),
+                   default='coverage',
+                   help='D-RISE map (docs/baselines.md); its cost is the '
+                   'same either way')
     p.add_argument('--repeat', type=int, default=3)
     p.add_argument('--device', default='cpu')
     p.add_argument('--out', default=None, help='JSON file for the results')
@@ -79,8 +83,8 @@ def main(argv=None):
                detections=k, device=args.device,
                torch_threads=torch.get_num_threads(), methods={})
     for m in args.methods:
-        kw = dict(n_masks=args.drise_masks,
-                  chunk_size=args.drise_chunk) if m == 'drise' else {}
+        kw = dict(n_masks=args.drise_masks, chunk_size=args.drise_chunk,
+                  normalize=args.drise_normalize) if m == 'drise' else {}
         ex = build_explainer(model, m, **kw)
         reps = 1 if m == 'drise' else args.repeat
         ex.explain(inputs, samples, score_thr=0.0, boxes=boxes,

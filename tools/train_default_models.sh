@@ -23,7 +23,8 @@
 #     fine-tuned on the crowd scenes with and without the losses, both at
 #     once in the background-friendly way (one thread each, nice 5), logs
 #     in $WORK/cpu_{base,odam}.log, resumed from their last checkpoint when
-#     run again; CPU_ITERS=N (default 600, constant learning rate) stops
+#     run again; ODAM_CFG=sep2 trains the twin ..._cpu-ft-sep2.py (separation
+#     weighted twice) instead; CPU_ITERS=N (default 600, constant learning rate) stops
 #     both at the same iteration; then evaluated (docs/odam_train_diagnosis.md);
 #     faster-rcnn: configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py
 #     (CPU recipe, 2250 iterations, about 1 h with one thread);
@@ -101,11 +102,12 @@ if [ "$WHAT" = cpu-ft ]; then  # the fine-tune twins at once, one thread each
   train_twin configs/pretrained/fcos_mobilenetv2_crowd-person_cpu-ft.py cpu_base \
     fcos_mobilenetv2_crowd-person_cpu-ft >> "$WORK/cpu_base.log" 2>&1 &
   pid=$!
-  train_twin configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu-ft.py cpu_odam \
-    fcos_mobilenetv2_crowd-person_cpu-ft_odam-train >> "$WORK/cpu_odam.log" 2>&1
+  V=${ODAM_CFG:+-$ODAM_CFG}  # ODAM_CFG=sep2: the twin ..._cpu-ft-sep2.py
+  train_twin "configs/odam_train/fcos_mobilenetv2_fpn_odam-train_crowd-scenes_cpu-ft$V.py" \
+    "cpu_odam$V" "fcos_mobilenetv2_crowd-person_cpu-ft_odam-train$V" >> "$WORK/cpu_odam$V.log" 2>&1
   wait $pid
   evaluate fcos_mobilenetv2_crowd-person_cpu-ft
-  evaluate fcos_mobilenetv2_crowd-person_cpu-ft_odam-train
+  evaluate "fcos_mobilenetv2_crowd-person_cpu-ft_odam-train$V"
 fi
 if [ "$WHAT" = faster-rcnn ]; then
   HALF=--half OMP_NUM_THREADS=1 train configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py \

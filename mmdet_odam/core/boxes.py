@@ -5,17 +5,26 @@ import torch
 from torch import Tensor
 
 
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
+def _as_boxes(x) -> Tensor:
+    x = torch.as_tensor(x)
+    return (x if x.is_floating_point() else x.float()).reshape(-1, 4)
+
+
+def box_iou(a: Tensor, b: Tensor, plus_one: bool = False) -> Tensor:
     """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M).
 
-    No ``+1`` pixel convention; empty boxes have area 0 (union clamped to
-    1e-9, so two empty boxes give IoU 0).
+    ``plus_one=False`` (default): no pixel convention; ``True``: the
+    authors' ``(x2 - x1 + 1)`` one. Empty boxes have area 0 (union clamped
+    to 1e-9, so two empty boxes give IoU 0). Sequences are accepted;
+    integer boxes are computed in float32.
     """
+    a, b = _as_boxes(a), _as_boxes(b)
+    off = 1.0 if plus_one else 0.0
     lt = a[:, None, :2].maximum(b[None, :, :2])
     rb = a[:, None, 2:].minimum(b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    inter = (rb - lt + off).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2] + off).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2] + off).clamp(min=0).prod(-1)
     return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
 
 

@@ -36,8 +36,6 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmdet.registry import MODELS
-
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gather_patches, gaussian_smooth,
                     level_to_padded, match_boxes, max_kernel_radius, odam_raw,
@@ -47,8 +45,7 @@ from ..adapters.dense import (has_group_norm, layer_radius, level_call_args,
                               patch_path_support, probe_dense_detector,
                               receptive_radius, supports_patch_path,
                               tower_layers)
-from ..adapters.support import equivalent_override
-from ..nms.odam_nms import check_test_cfg_nms
+from ..nms.odam_nms import batched_odam_nms, nms_map_size
 from ..paths import (conv_radius, level_groups, level_tower_grads,
                      scalar_grads, tower_costs, tower_supported)
 from .base import BaseExplainer, HookList, resolve_module
@@ -799,9 +796,6 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
         bboxes = get_box_tensor(results.bboxes)
         nms_cfg = cfg.nms
         if nms_cfg.get('type') == 'odam_nms':
-            # imported at call time: tools/analysis_tools/sweep_odam_nms.py
-            # intercepts batched_odam_nms on its module
-            from ..nms.odam_nms import batched_odam_nms, nms_map_size
             if feats is None:
                 raise ValueError('odam_nms needs the FPN features')
             n = len(results)
@@ -835,60 +829,6 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
         results.scores = det[:, -1].to(results.scores)
         results = results[:cfg.max_per_img]
     return results
-
-
-class OdamDenseHeadMixin:
-    """Candidate tracking (and Odam-NMS) for mmdet dense heads.
-
-    ``predict`` results carry ``level_ids``, ``loc_inds``, ``cand_inds``
-    (and ``odam_maps`` with ``test_cfg.nms.type='odam_nms'``). The head
-    accepts ``loss_odam`` (an Odam-Train loss config or None) and checks an
-    Odam-NMS ``test_cfg`` when it is built.
-    """
-
-    #: Whether Odam-Train positives are implemented for this head.
-    odam_train_supported = False
-
-    def __init__(self, *args, loss_odam=None, **kwargs):
-        if loss_odam and not self.odam_train_supported:
-            raise ValueError(
-                f'{type(self).__name__} does not support Odam-Train '
-                '(loss_odam): its positives are implemented for '
-                'OdamFCOSHead (one-stage) and OdamStandardRoIHead '
-                '(two-stage); remove loss_odam or use one of those heads')
-        super().__init__(*args, **kwargs)
-        self.loss_odam = MODELS.build(loss_odam) if loss_odam else None
-        check_test_cfg_nms(self.test_cfg)  # Odam-NMS cfg errors at build
-
-    @equivalent_override
-    def predict(self, x, batch_data_samples, rescale: bool = False):
-        """``BaseDenseHead.predict``; with Odam-NMS on a head the reversed
-        head supports, the forward also records what the candidate maps
-        need (kept on the head for this call only)."""
-        nms = (self.test_cfg or {}).get('nms') or {}
-        towers = reversed_head_spec(self) \
-            if nms.get('type') == 'odam_nms' else None
-        self._odam_feats = x
-        try:
-            if towers is None:
-                return super().predict(x, batch_data_samples,
-                                       rescale=rescale)
-            outs, self._odam_record = forward_recording(self, x, towers)
-            return self.predict_by_feat(
-                *outs, batch_img_metas=[s.metainfo
-                                        for s in batch_data_samples],
-                rescale=rescale)
-        finally:
-            self._odam_feats = self._odam_record = None
-
-    @equivalent_override
-    def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None,
-                        batch_img_metas=None, cfg=None, rescale=False,
-                        with_nms=True):
-        return tracked_predict_by_feat(
-            self, cls_scores, bbox_preds, score_factors, batch_img_metas,
-            cfg, rescale, with_nms, getattr(self, '_odam_feats', None),
-            getattr(self, '_odam_record', None))
 
 
 # ----------------------------------------------------------------------

@@ -49,6 +49,7 @@ from ..core import (apply_grad_mode, box_sigmas, check_boxes,
                     gaussian_smooth, kernel_radius, level_to_padded,
                     match_boxes, top_scoring)
 from ..adapters.roi import check_roi_head, probe_two_stage_detector
+from ..nms.odam_nms import batched_odam_nms, nms_map_size
 from .base import BaseExplainer
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -638,7 +639,6 @@ def predict_single_with_inds(roi_head, x: Sequence[Tensor], roi: Tensor,
 def _odam_nms_single(roi_head, x, roi, bboxes, scores, img_meta,
                      rcnn_test_cfg, rescale=False) -> InstanceData:
     """Odam-NMS on all (RoI, class) candidates above ``score_thr``."""
-    from ..nms.odam_nms import batched_odam_nms, nms_map_size
     ncls = scores.size(1) - 1
     n = roi.size(0)
     flat = scores[:, :-1].reshape(-1)

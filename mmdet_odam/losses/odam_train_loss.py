@@ -324,6 +324,9 @@ class OdamTrainLoss(nn.Module):
 
     Args:
         loss_weight (float): Weight w of both terms. Defaults to 1.0.
+        sep_weight (float): Extra factor on the separation term only
+            (``loss_odam_sep = w * sep_weight * L_sep``). Defaults to 1.0
+            (the paper: both terms weighted alike).
         reference (str | ReferenceMode): ``object`` (paper) or ``image``.
         negatives (str | NegativeMode): ``all`` (paper) or ``overlap``.
         iou_weighted (bool): IoU-weight positive pairs (authors' R-CNN).
@@ -349,6 +352,7 @@ class OdamTrainLoss(nn.Module):
 
     def __init__(self,
                  loss_weight: float = 1.0,
+                 sep_weight: float = 1.0,
                  reference: Union[str, ReferenceMode] = 'object',
                  negatives: Union[str, NegativeMode] = 'all',
                  iou_weighted: bool = False,
@@ -366,6 +370,8 @@ class OdamTrainLoss(nn.Module):
         super().__init__()
         if not float(loss_weight) >= 0:
             raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
+        if not float(sep_weight) >= 0:
+            raise ValueError(f'sep_weight must be >= 0, got {sep_weight}')
         if not 0 < eps < 0.5:
             raise ValueError(f'eps must be in (0, 0.5), got {eps}')
         if isinstance(min_objects, bool) or not isinstance(
@@ -373,6 +379,7 @@ class OdamTrainLoss(nn.Module):
             raise ValueError(f'min_objects must be an int >= 1, got '
                              f'{min_objects!r}')
         self.loss_weight = float(loss_weight)
+        self.sep_weight = float(sep_weight)
         self.reference = parse_enum(ReferenceMode, reference, 'reference')
         self.negatives = parse_enum(NegativeMode, negatives, 'negatives')
         self.iou_weighted = bool(iou_weighted)
@@ -443,4 +450,4 @@ class OdamTrainLoss(nn.Module):
                                    self.detach_reference)
         return dict(
             loss_odam_con=con * self.loss_weight,
-            loss_odam_sep=sep * self.loss_weight)
+            loss_odam_sep=sep * (self.loss_weight * self.sep_weight))

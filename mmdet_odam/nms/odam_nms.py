@@ -48,8 +48,10 @@ between kept detections and the candidates still alive after them
 inside blocks of ``B`` candidates), with no Python loop over pairs.
 """
 import math
+from contextlib import contextmanager
 from enum import Enum
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -57,13 +59,14 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
+from ..core import box_iou
 from ..utils.cuda_graphs import CudaGraphCache
 
 __all__ = [
     'CorrType', 'OdamNMS', 'odam_nms', 'batched_odam_nms',
     'check_odam_nms_cfg', 'nms_map_size', 'map_correlation',
     'normalize_maps', 'pairwise_iou', 'ODAM_NMS_CFG_KEYS',
-    'check_test_cfg_nms'
+    'observe_odam_nms', 'check_test_cfg_nms'
 ]
 
 
@@ -178,18 +181,12 @@ def nms_map_size(img_shape: Sequence[int],
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """IoU matrix (K, K) of xyxy boxes, float32, no ``+1``.
 
-    Same formula and operation order as mmcv's CPU ``nms`` kernel
-    (``inter / (area_i + area_j - inter)``), so values are bit-identical.
+    :func:`~mmdet_odam.core.box_iou` in float32: the formula and operation
+    order of mmcv's CPU ``nms`` kernel (``inter / (area_i + area_j -
+    inter)``), so values are bit-identical wherever the union is > 0.
     """
     b = boxes.float()
-    x1, y1, x2, y2 = b.unbind(1)
-    area = (x2 - x1) * (y2 - y1)
-    w = (torch.minimum(x2[:, None], x2[None]) -
-         torch.maximum(x1[:, None], x1[None])).clamp(min=0)
-    h = (torch.minimum(y2[:, None], y2[None]) -
-         torch.maximum(y1[:, None], y1[None])).clamp(min=0)
-    inter = w * h
-    return inter / (area[:, None] + area[None] - inter)
+    return box_iou(b, b)
 
 
 def _normalize_rows_(x: Tensor, corr_type: CorrType) -> Tuple[Tensor, Tensor]:
@@ -653,4 +650,23 @@ def batched_odam_nms(boxes: Tensor, scores: Tensor, idxs: Tensor,
         tuple: ``dets (K, 5)`` = (x1, y1, x2, y2, score) and ``keep (K,)``
         indices into the inputs, by descending score.
     """
+    for observe in tuple(_OBSERVERS):
+        observe(boxes, scores, idxs, maps)
     return OdamNMS.from_cfg(nms_cfg)(boxes, scores, idxs, maps)
+
+
+#: callbacks of :func:`observe_odam_nms`, innermost last.
+_OBSERVERS: List[Callable] = []
+
+
+@contextmanager
+def observe_odam_nms(callback: Callable) -> Iterator[None]:
+    """Inside the ``with`` block, :func:`batched_odam_nms` first calls
+    ``callback(boxes, scores, idxs, maps)`` with its inputs (every
+    candidate of an image and their maps, before any suppression), e.g. to
+    cache them for a threshold sweep. Removed on exit, also on error."""
+    _OBSERVERS.append(callback)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(callback)

@@ -457,6 +457,7 @@ def build_zoo_model(entry, seed: int = 0, shrink: bool = True,
         warnings.simplefilter('ignore')
         model = MODELS.build(cfg.model)
     entry = get_entry(entry)
+    draw_uninitialised(model, seed)
     for name in entry.init_modules:
         model.get_submodule(name).init_weights()
     if entry.init_gain is not None:
@@ -466,6 +467,24 @@ def build_zoo_model(entry, seed: int = 0, shrink: bool = True,
     model.cfg = cfg
     model.eval()
     return model
+
+
+#: Parameters mmdet constructors leave uninitialised (``torch.Tensor(n, c)``,
+#: drawn only by ``init_weights``), with the draw ``init_weights`` uses.
+UNINITIALISED_PARAMETERS = ('level_embed', )  # DINO, Deformable DETR: normal_
+
+
+def draw_uninitialised(model: torch.nn.Module, seed: int = 0):
+    """Draw :data:`UNINITIALISED_PARAMETERS` from N(0, 1) with a generator
+    seeded with ``seed``: left as they are, they hold whatever the memory
+    held (sometimes NaN), and the model is not reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            for name in UNINITIALISED_PARAMETERS:
+                p = getattr(m, name, None)
+                if isinstance(p, torch.nn.Parameter):
+                    p.copy_(torch.randn(p.shape, generator=g))
 
 
 def reinit_weights(model: torch.nn.Module, gain: float, seed: int = 0):

@@ -138,3 +138,23 @@ def test_summary_intervals_over_images():
     assert s['odi_box_ci'] == pytest.approx([0.3, 0.9])
     assert (s['n_objects'], s['n_images']) == (3, 2)
     assert '50.0 [30.0, 90.0]' in markdown_tables({'odam': s})
+
+
+def test_drise_normalize_option_and_resume_guard(tmp_path, ckpt):
+    tool = load_tool('analysis_tools/eval_explanations.py')
+    one = ('--methods', 'drise', '--max-objects', '1', '--skip-deletion')
+    recs = {}
+    for norm in ('coverage', 'raw'):
+        out = tmp_path / norm
+        tool.main(args(out, ckpt, *one, '--drise-normalize', norm))
+        (recs[norm],) = read(out)
+    # same object and masks, another map: the map metrics move
+    assert recs['coverage']['key'] == recs['raw']['key']
+    assert recs['coverage']['compactness'] != recs['raw']['compactness']
+    # resuming a run with a setting that changes results is refused, by name
+    with pytest.raises(ValueError, match='drise_normalize'):
+        tool.main(args(tmp_path / 'raw', ckpt, *one))
+    # options that do not change finished records may change
+    tool.main(args(tmp_path / 'raw', ckpt, *one, '--drise-normalize', 'raw',
+                   '--drise-chunk', '4', '--max-images', '5'))
+    assert read(tmp_path / 'raw') == [recs['raw']]

@@ -35,6 +35,18 @@ def test_paper_loss_hand_values():
     assert torch.isfinite(maps.grad).all() and maps.grad.abs().sum() > 0
 
 
+def test_sep_weight_scales_the_separation_term_only():
+    maps, gt, ious, img = _two_objects()
+    base = OdamTrainLoss(loss_weight=0.5)(maps, gt, ious, img)
+    out = OdamTrainLoss(loss_weight=0.5, sep_weight=2.0)(maps, gt, ious, img)
+    assert out['loss_odam_con'].item() == pytest.approx(
+        base['loss_odam_con'].item(), rel=1e-6)
+    assert out['loss_odam_sep'].item() == pytest.approx(
+        2 * base['loss_odam_sep'].item(), rel=1e-6)
+    with pytest.raises(ValueError, match='sep_weight'):
+        OdamTrainLoss(sep_weight=-1.)
+
+
 def test_scale_invariance_and_order_invariance():
     maps, gt, ious, img = _two_objects()
     a = odam_train_loss(maps, gt, ious, img)

@@ -39,6 +39,7 @@ from mmdet_odam.evaluation.functional import (  # noqa: E402
     VEA_THRESHOLDS, localisation_metrics, map_pearson, map_spearman,
     markdown_tables, match_well_detected, perturbation_curve, summarize,
     tracked_score)
+from mmdet_odam.utils.atomic import write_text_atomic  # noqa: E402
 
 METHODS = ('odam', 'gradcam', 'gradcampp', 'drise')
 NO_MASK_NOTE = ('The data set has no instance masks: mask metrics (PG(m), '
@@ -68,6 +69,11 @@ def parse_args(argv=None):
     p.add_argument('--drise-masks', type=int, default=5000)
     p.add_argument('--drise-chunk', type=int, default=16,
                    help='masked images per D-RISE forward')
+    p.add_argument('--drise-normalize', choices=('coverage', 'raw'),
+                   default='coverage',
+                   help='D-RISE map: weighted masks divided by each '
+                   "pixel's mask coverage (coverage) or their plain sum "
+                   '(raw, older figures); see docs/baselines.md')
     p.add_argument('--iou-thr', type=float, default=0.9,
                    help='a GT object is well detected if its best detection '
                    'has IoU > this (paper: 0.9)')
@@ -231,7 +237,8 @@ def build_explainers(model, methods, args, out_dir):
         elif m == 'drise':
             kw = dict(n_masks=args.drise_masks, chunk_size=args.drise_chunk,
                       seed=args.seed, resume_dir=osp.join(out_dir, 'drise'),
-                      progress=args.drise_masks >= 500)
+                      progress=args.drise_masks >= 500,
+                      normalize=args.drise_normalize)
         out[m] = build_explainer(model, m, **kw)
     return out
 
@@ -331,6 +338,34 @@ def explain_object_maps(explainers, inputs, samples, boxes, labels):
     return out
 
 
+#: options that do not change a finished object's record (safe to change
+#: when resuming a run in the same --out-dir).
+RESUMABLE = ('out_dir', 'max_objects', 'max_images', 'start_image',
+             'summarize_only', 'device', 'methods', 'drise_chunk',
+             'sanity_check')  # records without it get it on resume
+
+
+def check_resume_settings(args) -> None:
+    """Record the run's settings in ``--out-dir/settings.json``; refuse to
+    resume a run whose finished records were made with other settings."""
+    path = osp.join(args.out_dir, 'settings.json')
+    now = {k: v for k, v in sorted(vars(args).items())
+           if k not in RESUMABLE}
+    now = json.loads(json.dumps(now))  # tuples -> lists, as stored
+    if osp.isfile(osp.join(args.out_dir, 'objects.jsonl')) and \
+            osp.isfile(path):
+        old = json.load(open(path))
+        diff = sorted(k for k in set(old) | set(now)
+                      if old.get(k) != now.get(k))
+        if diff:
+            raise ValueError(
+                f'{args.out_dir} holds results made with other settings: '
+                + ', '.join(f'{k}: {old.get(k)!r} then, {now.get(k)!r} now'
+                            for k in diff)
+                + '; use another --out-dir or the same options')
+    write_text_atomic(path, json.dumps(now, indent=1))
+
+
 def main(argv=None):
     args = parse_args(argv)
     methods = list(dict.fromkeys(args.methods))
@@ -358,6 +393,7 @@ def main(argv=None):
         from mmdet_odam.utils import merge_cfg_options
         merge_cfg_options(cfg, args.cfg_options)
     os.makedirs(args.out_dir, exist_ok=True)
+    check_resume_settings(args)
     model = init_detector(cfg, args.checkpoint, device=args.device).eval()
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     explainers = build_explainers(model, methods, args, args.out_dir)

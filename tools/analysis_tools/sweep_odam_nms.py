@@ -38,10 +38,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import mmdet_odam  # noqa: E402,F401
-# the module (the package re-exports a function of the same name)
-odam_nms_mod = sys.modules['mmdet_odam.nms.odam_nms']
 from mmdet_odam.nms.odam_nms import (CorrType, OdamNMS,  # noqa: E402
-                                     check_odam_nms_cfg, map_correlation)
+                                     check_odam_nms_cfg, map_correlation,
+                                     observe_odam_nms)
 
 CACHE_VERSION = 2
 
@@ -117,9 +116,8 @@ def collect_candidates(cfg, checkpoint, corr_type, num_images=None):
     model.eval()
     loader = runner.test_dataloader
     captured = []
-    real = odam_nms_mod.batched_odam_nms
 
-    def capture(boxes, scores, idxs, maps, nms_cfg):
+    def capture(boxes, scores, idxs, maps):
         m = maps.detach().cpu()
         # both correlation types: a later sweep of the other type reuses it
         corrs = {t.value: _compact(map_correlation(m, corr_type=t))
@@ -129,14 +127,12 @@ def collect_candidates(cfg, checkpoint, corr_type, num_images=None):
             scores=scores.detach().float().cpu(),
             labels=idxs.detach().cpu(), corr=corrs[corr_type],
             corr_all=corrs))
-        return real(boxes, scores, idxs, maps, nms_cfg)
 
     total = len(loader.dataset) if num_images is None else min(
         num_images, len(loader.dataset))
     images = []
     bar = ProgressBar(total)
-    odam_nms_mod.batched_odam_nms = capture
-    try:
+    with observe_odam_nms(capture):
         for data in loader:
             if len(images) >= total:
                 break
@@ -152,8 +148,6 @@ def collect_candidates(cfg, checkpoint, corr_type, num_images=None):
             cand.update(img_id=out.img_id, ori_shape=tuple(out.ori_shape))
             images.append(cand)
             bar.update()
-    finally:
-        odam_nms_mod.batched_odam_nms = real
     print()
     return images
 

@@ -5,26 +5,9 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from mmdet_odam.core import box_iou
 
-def box_iou(a: Tensor, b: Tensor, plus_one: bool = False) -> Tensor:
-    """Pairwise IoU of xyxy boxes (N, 4) x (M, 4) -> (N, M).
-
-    ``plus_one=True`` uses the authors' ``(x2 - x1 + 1)`` pixel convention.
-    """
-    a = torch.as_tensor(a, dtype=torch.float32).reshape(-1, 4)
-    b = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)
-    off = 1.0 if plus_one else 0.0
-    area_a = ((a[:, 2] - a[:, 0] + off).clamp(min=0) *
-              (a[:, 3] - a[:, 1] + off).clamp(min=0))
-    area_b = ((b[:, 2] - b[:, 0] + off).clamp(min=0) *
-              (b[:, 3] - b[:, 1] + off).clamp(min=0))
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt + off).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12),
-                       torch.zeros_like(inter))
+__all__ = ['box_iou', 'match_well_detected', 'tracked_score']
 
 
 def match_well_detected(pred_bboxes: Tensor, pred_labels: Tensor,

@@ -3,7 +3,7 @@ and Odam-NMS."""
 from mmdet.models.dense_heads import ATSSHead
 from mmdet.registry import MODELS
 
-from ...explainers.dense import OdamDenseHeadMixin
+from .odam_dense_head_mixin import OdamDenseHeadMixin
 from .odam_train_mixin import OdamTrainDenseMixin
 
 
