@@ -38,6 +38,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import torch  # noqa: E402
 
 import mmdet_odam  # noqa: E402,F401
+from mmdet_odam.core import Candidates  # noqa: E402
 from mmdet_odam.explainers.dense import dense_candidate_maps  # noqa: E402
 from mmdet_odam.explainers.reversed_head import (  # noqa: E402
     forward_recording, reversed_head_spec)
@@ -161,13 +162,14 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
         with torch.no_grad():
             record = forward_recording(head, feats)[1]
 
+    rows = Candidates.of_image(cands.level_ids, cands.loc_inds, cands.labels,
+                               cands.bboxes)
+
     def maps_fn():
         with torch.no_grad():
             return dense_candidate_maps(
-                head, feats, torch.zeros_like(cands.labels), cands.level_ids,
-                cands.loc_inds, cands.labels, 'cls', out_size=size,
-                boxes=cands.bboxes, pad_shape=meta['batch_input_shape'],
-                record=record)
+                head, feats, rows, 'cls', out_size=size,
+                pad_shape=meta['batch_input_shape'], record=record)
 
     maps = maps_fn()
     res = dict(
@@ -202,10 +204,8 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
             def maps_graph():
                 with torch.no_grad():
                     return reversed_head_maps(
-                        head, feats, record, torch.zeros_like(cands.labels),
-                        cands.level_ids, cands.loc_inds, cands.labels, pri,
-                        size, meta['batch_input_shape'], boxes=cands.bboxes,
-                        cuda_graph=True)
+                        head, feats, record, rows, pri, size,
+                        meta['batch_input_shape'], cuda_graph=True)
             res['maps_graph_s'] = t(maps_graph)
         a, b = predict(odam_cfg), predict(eager_cfg)
         res['graph_same_kept'] = bool(torch.equal(a.cand_inds, b.cand_inds))

@@ -3,6 +3,7 @@ from .alignment import (gather_patches, interp_matrix, level_to_image,
                         level_to_padded, paste_patches, render_local,
                         render_patches,
                         sample_level_maps)
+from .candidates import Candidates, level_groups
 from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
                     top_scoring)
 from .grads import (as_leaves, row_grads, tokens_as_level_leaves,
@@ -13,7 +14,7 @@ from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
                         kernel_radius, max_kernel_radius)
 
 __all__ = [
-    'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
+    'Candidates', 'level_groups', 'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
     'top_scoring', 'as_leaves', 'row_grads', 'tokens_as_level_leaves',
     'zero_nan_at_singular_nodes',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',

@@ -36,7 +36,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
+from ..core import (Candidates, apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gather_patches, gaussian_smooth,
                     level_to_padded, match_boxes, max_kernel_radius, odam_raw,
                     paste_patches, render_local, row_grads, top_scoring)
@@ -46,7 +46,7 @@ from ..adapters.dense import (has_group_norm, layer_radius, level_call_args,
                               receptive_radius, supports_patch_path,
                               tower_layers)
 from ..nms.odam_nms import batched_odam_nms, nms_map_size
-from ..paths import (conv_radius, level_groups, level_tower_grads,
+from ..paths import (conv_radius, level_tower_grads,
                      scalar_grads, tower_costs, tower_supported)
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
@@ -197,33 +197,19 @@ def candidate_priors(head, feats, level_ids: Tensor,
 Piece = Tuple[Tensor, Tuple[float, float], Tensor]
 
 
-def _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels):
-    n = labels.shape[0]
-    for name, t in (('img_inds', img_inds), ('level_ids', level_ids),
-                    ('loc_inds', loc_inds)):
-        if t.shape[0] != n:
-            raise ValueError(f'{name} has {t.shape[0]} rows, labels {n}')
-    if n and (int(level_ids.min()) < 0
-              or int(level_ids.max()) >= len(feats)):
-        raise ValueError(f'level_ids must be in [0, {len(feats)})')
-
-
 def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
-                     img_inds: Tensor, level_ids: Tensor, loc_inds: Tensor,
-                     labels: Tensor, targets: Sequence[Target],
+                     cands: Candidates, targets: Sequence[Target],
                      smoothing='gaussian', grad_mode='pos_relu',
                      create_graph: bool = False,
-                     boxes: Optional[Tensor] = None,
                      norm_stats: Optional[dict] = None):
     """Batched per-candidate ODAM maps on each candidate's FPN level.
 
     Args:
         head: FCOS / RetinaNet / ATSS-like dense head (not modified).
         feats (list[Tensor]): FPN levels, each (B, C, h_l, w_l).
-        img_inds, level_ids, loc_inds, labels (Tensor): (N,) candidates.
+        cands (Candidates): N candidates; their ``bboxes`` (input pixels)
+            size the smoothing kernel (default: the decoded boxes).
         targets (list[Target]): scalar targets (not ``combined``).
-        boxes (Tensor, optional): (N, 4) boxes in input pixels used to size
-            the smoothing kernel (default: the decoded candidate boxes).
         norm_stats (dict, optional): GN stats from
             :func:`head_forward_with_stats` (computed if missing).
 
@@ -233,7 +219,10 @@ def patch_level_maps(head: nn.Module, feats: Sequence[Tensor],
     """
     smoothing = parse_smoothing(smoothing).value
     grad_mode = parse_grad_mode(grad_mode)
-    _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
+    cands.check_levels(len(feats))
+    img_inds, level_ids, loc_inds, labels, boxes = (
+        cands.img_inds, cands.level_ids, cands.loc_inds, cands.labels,
+        cands.bboxes)
     radius = receptive_radius(head)
     norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     rs = max_kernel_radius([MAX_SIGMA]) if smoothing == 'gaussian' else 0
@@ -345,10 +334,10 @@ def render_padded(pieces: List[Piece], n: int, pad_shape,
     return out
 
 
-def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
+def dense_candidate_maps(head, feats, cands: Candidates,
                          target='cls', out_size=(50, 50),
                          smoothing='gaussian', grad_mode='pos_relu',
-                         create_graph=False, boxes=None, pad_shape=None,
+                         create_graph=False, pad_shape=None,
                          norm_stats=None, chunk_size: int = 256,
                          record=None,
                          reversed_head: Optional[bool] = None) -> Tensor:
@@ -362,8 +351,9 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
     Args:
         head: dense head (FCOS / RetinaNet / ATSS like), not modified.
         feats (Sequence[Tensor]): FPN levels (B, C, h_l, w_l).
-        img_inds, level_ids, loc_inds, labels (Tensor): (N,) candidates
-            (``loc_inds`` = prior index within the level, see module doc).
+        cands (Candidates): N candidates (``loc_inds`` = prior index
+            within the level, see module doc); their ``bboxes`` (input
+            pixels) size the smoothing kernel (default: the decoded boxes).
         target (str): scalar target (``cls`` or a box extent).
         out_size (tuple): (H_o, W_o) of the output grid, which covers the
             padded network input.
@@ -371,8 +361,6 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
         create_graph (bool): make maps differentiable through the gradient
             (w.r.t. feats and head weights); otherwise maps are
             differentiable w.r.t. feats through the feature factor only.
-        boxes (Tensor, optional): (N, 4) input-pixel boxes for the
-            smoothing kernel size (default: decoded candidate boxes).
         pad_shape (tuple, optional): padded input (H, W); default
             ``(h_0 * stride_0, w_0 * stride_0)``.
         norm_stats (dict, optional): GN stats of the full-map forward.
@@ -393,7 +381,7 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
     if t == Target.COMBINED:
         raise ValueError('dense_candidate_maps explains one scalar target; '
                          'combine normalised maps for "combined"')
-    n = labels.shape[0]
+    n = len(cands)
     if pad_shape is None:
         pad_shape = _default_pad_shape(head, feats)
     if n == 0:
@@ -407,25 +395,22 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
                 f'/ RetinaNet conv towers, not {type(head).__name__} / '
                 f'{t.value}')
     if towers is not None:
-        _check_candidates(head, feats, img_inds, level_ids, loc_inds, labels)
+        cands.check_levels(len(feats))
         if record is None:
             # values only; with create_graph the scores' frozen-statistics
             # graph is re-computed on the candidates' windows
             with torch.no_grad():
                 _, record = forward_recording(head, feats, towers)
-        pri = candidate_priors(head, feats, level_ids, loc_inds)
+        pri = candidate_priors(head, feats, cands.level_ids, cands.loc_inds)
         return reversed_head_maps(
-            head, feats, record, img_inds, level_ids, loc_inds, labels, pri,
-            out_size, pad_shape, parse_smoothing(smoothing).value,
-            parse_grad_mode(grad_mode),
-            boxes, create_graph, towers)
+            head, feats, record, cands, pri, out_size, pad_shape,
+            parse_smoothing(smoothing).value, parse_grad_mode(grad_mode),
+            create_graph, towers)
     norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     outs = []
-    for sel in torch.arange(n, device=labels.device).split(int(chunk_size)):
-        pieces, _ = patch_level_maps(
-            head, feats, img_inds[sel], level_ids[sel], loc_inds[sel],
-            labels[sel], [t], smoothing, grad_mode, create_graph,
-            None if boxes is None else boxes[sel], norm_stats)
+    for sel in torch.arange(n, device=cands.device).split(int(chunk_size)):
+        pieces, _ = patch_level_maps(head, feats, cands[sel], [t], smoothing,
+                                     grad_mode, create_graph, norm_stats)
         outs.append(render_padded(pieces[t], len(sel), pad_shape, out_size))
     return torch.cat(outs)
 
@@ -435,14 +420,16 @@ def dense_candidate_maps(head, feats, img_inds, level_ids, loc_inds, labels,
 # ----------------------------------------------------------------------
 
 
-def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
-                     level_ids: Tensor, loc_inds: Tensor, labels: Tensor,
+def exact_level_maps(model, inputs: Tensor, cands: Candidates,
                      targets: Sequence[Target], layer: Optional[str] = None,
                      smoothing='gaussian', grad_mode='pos_relu',
-                     chunk_size: int = 16, boxes: Optional[Tensor] = None,
+                     chunk_size: int = 16,
                      hooks: Optional[HookList] = None, grad_weights=None,
                      feats: Optional[Sequence[Tensor]] = None):
     """Exact per-candidate maps by autograd.
+
+    ``cands``: the N candidates; their ``bboxes`` (input pixels) size the
+    smoothing kernel (default: the decoded boxes).
 
     ``feats``: the FPN levels of ``inputs`` when the caller has them (the
     own-level path then runs no second backbone forward).
@@ -462,6 +449,9 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
     """
     smoothing = parse_smoothing(smoothing).value
     grad_mode = parse_grad_mode(grad_mode)
+    img_inds, level_ids, loc_inds, labels, boxes = (
+        cands.img_inds, cands.level_ids, cands.loc_inds, cands.labels,
+        cands.bboxes)
     head = model.bbox_head
     call_args = None
     if layer is None:
@@ -487,7 +477,7 @@ def exact_level_maps(model, inputs: Tensor, img_inds: Tensor,
         use_towers = bool(preds) and all(
             conv_radius(p) is not None for p in preds) and all(
                 tower_supported(t) for t in tlayers)
-        for img, lvl, rows in level_groups(img_inds, level_ids):
+        for img, lvl, rows in cands.level_groups():
             x = feats[lvl][img:img + 1].detach().requires_grad_(True)
             cells = loc_inds[rows] // a
             w = x.shape[-1]
@@ -799,8 +789,9 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
             if feats is None:
                 raise ValueError('odam_nms needs the FPN features')
             n = len(results)
-            cand = (torch.full_like(results.labels, img_id),
-                    results.level_ids, results.loc_inds, results.labels)
+            cand = Candidates.of_image(results.level_ids, results.loc_inds,
+                                       results.labels, results.input_bboxes,
+                                       img=img_id)
             size = nms_map_size(img_meta['img_shape'])
             pad_shape = img_meta.get('batch_input_shape')
             if record is not None and priors is not None:
@@ -808,14 +799,12 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
                 if pad_shape is None:
                     pad_shape = _default_pad_shape(head, feats)
                 maps = reversed_head_maps(
-                    head, feats, record, *cand, priors, size, pad_shape,
-                    boxes=results.input_bboxes,
+                    head, feats, record, cand, priors, size, pad_shape,
                     cuda_graph=nms_cfg.get('cuda_graph', True))
             else:
                 maps = dense_candidate_maps(
-                    head, feats, *cand, 'cls', out_size=size,
-                    boxes=results.input_bboxes, pad_shape=pad_shape,
-                    record=record)
+                    head, feats, cand, 'cls', out_size=size,
+                    pad_shape=pad_shape, record=record)
             assert maps.shape[0] == n
             det, keep = batched_odam_nms(bboxes, results.scores,
                                          results.labels, maps.detach(),
@@ -944,17 +933,17 @@ class DenseHeadExplainer(BaseExplainer):
         use_exact = exact or self.layer is not None or \
             grad_weights is not None or \
             not supports_patch_path(head)
+        cands = Candidates(img_inds, cat['level_ids'], cat['loc_inds'],
+                           cat['labels'], cat['input_bboxes'])
         if use_exact:
             pieces, _ = exact_level_maps(
-                model, inputs, img_inds, cat['level_ids'], cat['loc_inds'],
-                cat['labels'], self.scalar_targets, self.layer,
-                self.smoothing, self.grad_mode, self.chunk_size,
-                cat['input_bboxes'], hooks, grad_weights, feats=feats)
+                model, inputs, cands, self.scalar_targets, self.layer,
+                self.smoothing, self.grad_mode, self.chunk_size, hooks,
+                grad_weights, feats=feats)
         else:
             pieces, _ = patch_level_maps(
-                head, feats, img_inds, cat['level_ids'], cat['loc_inds'],
-                cat['labels'], self.scalar_targets, self.smoothing,
-                self.grad_mode, False, cat['input_bboxes'], stats)
+                head, feats, cands, self.scalar_targets, self.smoothing,
+                self.grad_mode, False, stats)
         results = []
         start = 0
         for i, m in enumerate(metas):

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import (apply_grad_mode, box_sigmas,
+from ..core import (Candidates, apply_grad_mode, box_sigmas,
                     gaussian_kernels1d, max_kernel_radius, render_patches)
 from ..core.smoothing import MAX_SIGMA, band_matrices
 from ..utils.cuda_graphs import CudaGraphCache
@@ -663,11 +663,9 @@ def _smooth_channels_last(g: Tensor, sigmas: Tensor, pad: int) -> Tensor:
 
 
 def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
-                       rec: TowerRecord, img_inds: Tensor, level_ids: Tensor,
-                       loc_inds: Tensor, labels: Tensor, priors: Tensor,
+                       rec: TowerRecord, cands: Candidates, priors: Tensor,
                        out_size, pad_shape, smoothing: str = 'gaussian',
-                       grad_mode='pos_relu', boxes: Optional[Tensor] = None,
-                       create_graph: bool = False,
+                       grad_mode='pos_relu', create_graph: bool = False,
                        towers: Optional[List[Tower]] = None,
                        cuda_graph: bool = False) -> Tensor:
     """``cls`` ODAM maps of N dense-head candidates by the reversed head.
@@ -676,14 +674,13 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
         head: supported dense head (:func:`reversed_head_spec`).
         feats (list[Tensor]): head inputs (B, C, h_l, w_l).
         rec (TowerRecord): from :func:`forward_recording` on ``feats``.
-        img_inds, level_ids, loc_inds, labels (Tensor): (N,) candidates.
+        cands (Candidates): N candidates; their ``bboxes`` (input pixels)
+            size the smoothing kernel (default: the decoded boxes).
         priors (Tensor): (N, 2 | 4) the candidates' priors.
         out_size (tuple): (H_o, W_o) grid covering ``pad_shape``.
         pad_shape (tuple): padded network input (H, W).
         smoothing (str): ``'gaussian'`` or ``'none'`` (parsed value).
         grad_mode: see :mod:`mmdet_odam.explainers.targets`.
-        boxes (Tensor, optional): (N, 4) input-pixel boxes sizing the
-            smoothing kernel (default: the decoded candidate boxes).
         create_graph (bool): differentiable through the gradient.
         towers (list[Tower], optional): default: the record's.
         cuda_graph (bool): on a GPU, without autograd and with ``boxes``
@@ -696,7 +693,10 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     """
     from .dense import _level_strides, _num_priors
     towers = towers or rec.towers or reversed_head_spec(head)
-    n = labels.shape[0]
+    img_inds, level_ids, loc_inds, labels, boxes = (
+        cands.img_inds, cands.level_ids, cands.loc_inds, cands.labels,
+        cands.bboxes)
+    n = len(cands)
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))
     ctx = _MapsContext(
@@ -717,8 +717,7 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     grouped = not table.is_cuda and not create_graph
     if closed:
         if cuda_graph and table.is_cuda and not torch.is_grad_enabled():
-            out = MAPS_GRAPHS.run(ctx, table, rstd, img_inds, level_ids,
-                                  loc_inds, labels, boxes)
+            out = MAPS_GRAPHS.run(ctx, table, rstd, cands)
             if out is not None:
                 return out
         core = _maps_grouped if grouped else _maps_core
@@ -880,10 +879,10 @@ class MapsGraphCache:
         self.cache.clear()
 
     def run(self, ctx: _MapsContext, table: Tensor, rstd: Optional[Tensor],
-            img_inds, level_ids, loc_inds, labels,
-            boxes) -> Optional[Tensor]:
-        """(N, H_o, W_o) maps by a captured graph, or None (run eagerly)."""
-        n = labels.shape[0]
+            cands: Candidates) -> Optional[Tensor]:
+        """(N, H_o, W_o) maps of ``cands`` (with ``bboxes``) by a captured
+        graph, or None (run eagerly)."""
+        n, boxes = len(cands), cands.bboxes
         nb = self.cache.bucket(n)
         key = (ctx.key(), nb, tuple(table.shape), table.dtype,
                table.device.index,
@@ -908,8 +907,7 @@ class MapsGraphCache:
         st['table'].copy_(table)
         if rstd is not None:
             st['rstd'].copy_(rstd)
-        st['ints'][:, :n].copy_(
-            torch.stack([img_inds, level_ids, loc_inds, labels]))
+        st['ints'][:, :n].copy_(cands.index_tensor())
         st['boxes'][:n].copy_(boxes)
         return entry.replay()[:n].clone()
 

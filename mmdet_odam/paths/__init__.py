@@ -2,7 +2,8 @@
 torch, no mmdet)."""
 from .gn_exact import (conv_radius, level_tower_grads, tower_costs,
                        tower_supported)
-from .level_autograd import level_groups, scalar_grads
+from ..core.candidates import level_groups
+from .level_autograd import scalar_grads
 
 __all__ = [
     'conv_radius', 'level_groups', 'level_tower_grads', 'scalar_grads',

@@ -8,41 +8,17 @@ map, GroupNorm's mean / variance terms included, is the backward of that
 level's head forward alone: not of the backbone, the neck, the other levels
 or the other images of the batch.
 
-:func:`level_groups` splits the candidates by (image, level);
+:func:`~mmdet_odam.core.level_groups` splits the candidates by (image,
+level);
 :func:`scalar_grads` back-propagates each scalar of a level forward to its
 level map, one backward per scalar on the retained graph. (A batched
 backward, ``is_grads_batched``, is slower on CPU: vmap has no batching rule
 for GroupNorm's backward and falls back to a loop with extra copies.)
 """
-from typing import Iterator, List, Tuple
+from typing import Iterator, Tuple
 
 import torch
 from torch import Tensor
-
-
-def level_groups(img_inds: Tensor,
-                 level_ids: Tensor) -> List[Tuple[int, int, Tensor]]:
-    """Candidates grouped by the forward they depend on.
-
-    Args:
-        img_inds (Tensor): (N,) image of each candidate.
-        level_ids (Tensor): (N,) FPN level of each candidate.
-
-    Returns:
-        list[tuple]: ``(image, level, rows)``, ``rows`` (n,) indices into
-        the N candidates, ascending; groups ordered by (level, image).
-    """
-    if img_inds.shape != level_ids.shape or img_inds.dim() != 1:
-        raise ValueError(f'img_inds {tuple(img_inds.shape)} and level_ids '
-                         f'{tuple(level_ids.shape)} must be (N,) each')
-    out = []
-    if img_inds.numel() == 0:
-        return out
-    key = level_ids.long() * (int(img_inds.max()) + 1) + img_inds.long()
-    for k in key.unique().tolist():
-        rows = (key == k).nonzero().squeeze(1)
-        out.append((int(img_inds[rows[0]]), int(level_ids[rows[0]]), rows))
-    return out
 
 
 def scalar_grads(ys: Tensor, leaf: Tensor,

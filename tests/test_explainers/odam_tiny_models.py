@@ -1,4 +1,6 @@
 """Tiny random mmdet detectors for explanation tests (CPU, seconds)."""
+import copy
+
 import numpy as np
 import torch
 from mmdet.registry import MODELS
@@ -55,8 +57,10 @@ def head_cfg(kind='fcos', gn=False, num_classes=3, stacked_convs=2):
 
 def detector_cfg(kind='fcos', gn=False, num_classes=3):
     det = dict(fcos='FCOS', retina='RetinaNet', atss='ATSS')[kind]
-    return dict(type=det, data_preprocessor=PRE, backbone=BACKBONE, neck=NECK,
-                bbox_head=head_cfg(kind, gn, num_classes), test_cfg=TEST_CFG)
+    # copies: a test that edits its model's test_cfg leaves the others alone
+    return copy.deepcopy(
+        dict(type=det, data_preprocessor=PRE, backbone=BACKBONE, neck=NECK,
+             bbox_head=head_cfg(kind, gn, num_classes), test_cfg=TEST_CFG))
 
 
 def build_detector(kind='fcos', gn=False, seed=0, std=0.1, num_classes=3):

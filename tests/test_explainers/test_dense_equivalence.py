@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmdet_odam.core import (apply_grad_mode, box_sigmas, gaussian_smooth,
+from mmdet_odam.core import (Candidates, apply_grad_mode, box_sigmas,
+                             gaussian_smooth,
                              level_to_padded, odam_raw)
 from mmdet_odam.explainers.base import model_guard
 from mmdet_odam.explainers.dense import (_level_strides, _mlvl_priors,
@@ -45,7 +46,8 @@ def reference_maps(model, inputs, cands, target, smoothing, grad_mode,
                    out_size, freeze_gn=False, hooks=None):
     """One autograd backward per candidate on the full-map forward."""
     head = model.bbox_head
-    img_inds, level_ids, loc_inds, labels = cands
+    img_inds, level_ids, loc_inds, labels = (
+        cands.img_inds, cands.level_ids, cands.loc_inds, cands.labels)
     with torch.no_grad():
         feats = model.extract_feat(inputs)
     feats = [f.detach().requires_grad_(True) for f in feats]
@@ -103,7 +105,7 @@ def candidates(model, inputs, samples, n=12):
             lv.append(torch.tensor([lvl]))
             loc.append(torch.tensor([cell * a + (a - 1)]))
             lab.append(torch.tensor([lvl % 3]))
-    return tuple(torch.cat(t) for t in (img_inds, lv, loc, lab))
+    return Candidates(*(torch.cat(t) for t in (img_inds, lv, loc, lab)))
 
 
 def rel_err(a, b):
@@ -127,7 +129,7 @@ def test_patch_path_equals_autograd(kind):
                                         ('bottom', 'gaussian', 'pos_relu')]:
             with torch.no_grad():
                 feats = model.extract_feat(inputs)
-            fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+            fast = dense_candidate_maps(model.bbox_head, feats, cands,
                                         target=target, out_size=out_size,
                                         smoothing=smoothing, grad_mode=mode,
                                         pad_shape=inputs.shape[-2:])
@@ -147,7 +149,7 @@ def test_gn_patch_path_equals_frozen_gn_autograd(kind):
         with torch.no_grad():
             feats = model.extract_feat(inputs)
         for target in ('cls', 'right'):
-            fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+            fast = dense_candidate_maps(model.bbox_head, feats, cands,
                                         target=target, out_size=(48, 64),
                                         pad_shape=inputs.shape[-2:])
             ref = reference_maps(model, inputs, cands, Target(target),
@@ -164,18 +166,18 @@ def test_gn_exact_path_equals_autograd(kind):
     cands = candidates(model, inputs, samples)
     pad = tuple(inputs.shape[-2:])
     with model_guard(model) as hooks:
-        pieces, _ = exact_level_maps(model, inputs, *cands,
+        pieces, _ = exact_level_maps(model, inputs, cands,
                                      targets=list(BASE_TARGETS),
                                      chunk_size=5, hooks=hooks)
         with torch.no_grad():
             feats = model.extract_feat(inputs)
         errs = []
         for t in BASE_TARGETS:
-            exact = render_padded(pieces[t], len(cands[0]), pad, (48, 64))
+            exact = render_padded(pieces[t], len(cands), pad, (48, 64))
             ref = reference_maps(model, inputs, cands, t, 'gaussian',
                                  'pos_relu', (48, 64), hooks=hooks)
             assert rel_err(exact, ref) < 1e-4, t
-            fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+            fast = dense_candidate_maps(model.bbox_head, feats, cands,
                                         target=t, out_size=(48, 64),
                                         pad_shape=pad)
             d = (fast - ref).flatten(1).abs().max(1).values
@@ -223,9 +225,9 @@ def test_chunked_candidates_give_same_maps():
     with model_guard(model):
         with torch.no_grad():
             feats = model.extract_feat(inputs)
-        a = dense_candidate_maps(model.bbox_head, feats, *cands,
+        a = dense_candidate_maps(model.bbox_head, feats, cands,
                                  target='top', out_size=(24, 32))
-        b = dense_candidate_maps(model.bbox_head, feats, *cands,
+        b = dense_candidate_maps(model.bbox_head, feats, cands,
                                  target='top', out_size=(24, 32),
                                  chunk_size=5)
     assert torch.allclose(a, b, atol=1e-6)

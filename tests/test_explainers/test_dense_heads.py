@@ -5,6 +5,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 
+from mmdet_odam.core import Candidates
 from mmdet_odam.explainers.dense import (dense_candidate_maps,
                                          tracked_predict_by_feat)
 from odam_tiny_models import build_detector, detector_cfg, fake_batch
@@ -72,9 +73,11 @@ def test_odam_nms_branch_and_loss_odam_kwarg():
     with torch.no_grad():
         feats = model.extract_feat(inputs)
     maps = dense_candidate_maps(
-        model.bbox_head, feats, torch.zeros_like(res.labels), res.level_ids,
-        res.loc_inds, res.labels, out_size=tuple(res.odam_maps.shape[-2:]),
-        boxes=res.input_bboxes, pad_shape=inputs.shape[-2:])
+        model.bbox_head, feats,
+        Candidates.of_image(res.level_ids, res.loc_inds, res.labels,
+                            res.input_bboxes),
+        out_size=tuple(res.odam_maps.shape[-2:]),
+        pad_shape=inputs.shape[-2:])
     assert torch.allclose(maps, res.odam_maps, atol=1e-5)
     for m in model.modules():
         assert not m._forward_hooks

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from mmdet_odam.core import Candidates
 from mmdet_odam.explainers.base import model_guard
 from mmdet_odam.explainers.dense import dense_candidate_maps
 from mmdet_odam.explainers.reversed_head import (forward_recording,
@@ -38,24 +39,25 @@ def test_reversed_head_equals_patch_path(kind, gn, ctr_on_reg):
                                 ('gaussian', 'pos_norelu')]:
             kw = dict(target='cls', out_size=(40, 56), smoothing=smoothing,
                       grad_mode=mode, pad_shape=inputs.shape[-2:])
-            fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+            fast = dense_candidate_maps(model.bbox_head, feats, cands,
                                         reversed_head=True, **kw)
-            ref = dense_candidate_maps(model.bbox_head, feats, *cands,
+            ref = dense_candidate_maps(model.bbox_head, feats, cands,
                                        reversed_head=False, **kw)
-            assert fast.shape == ref.shape == (len(cands[0]), 40, 56)
+            assert fast.shape == ref.shape == (len(cands), 40, 56)
             assert (ref.flatten(1).abs().max(1).values > 0).sum() > 5
             assert rel_err(fast, ref) < 1e-6, (smoothing, mode)
         # given boxes (Odam-NMS): sigmoid heads take the closed-form score
         # coefficients instead of autograd
         g = torch.Generator().manual_seed(0)
-        xy = torch.rand(len(cands[0]), 2, generator=g) * 40
+        xy = torch.rand(len(cands), 2, generator=g) * 40
         boxes = torch.cat([xy, xy + 8 + torch.rand(
-            len(cands[0]), 2, generator=g) * 60], 1).double()
-        kw = dict(target='cls', out_size=(40, 56), boxes=boxes,
+            len(cands), 2, generator=g) * 60], 1).double()
+        kw = dict(target='cls', out_size=(40, 56),
                   pad_shape=inputs.shape[-2:])
-        fast = dense_candidate_maps(model.bbox_head, feats, *cands,
+        boxed = cands.with_bboxes(boxes)
+        fast = dense_candidate_maps(model.bbox_head, feats, boxed,
                                     reversed_head=True, **kw)
-        ref = dense_candidate_maps(model.bbox_head, feats, *cands,
+        ref = dense_candidate_maps(model.bbox_head, feats, boxed,
                                    reversed_head=False, **kw)
         assert rel_err(fast, ref) < 1e-6
 
@@ -75,7 +77,8 @@ def test_closed_form_score_coefficients_equal_autograd(kind, ctr_on_reg):
     with torch.no_grad():
         feats = model.extract_feat(inputs.double())
         outs, rec = forward_recording(head, feats)
-    img, lvl, loc, labels = cands
+    img, lvl, loc, labels = (cands.img_inds, cands.level_ids, cands.loc_inds,
+                             cands.labels)
     a = head.num_base_priors
     cells = loc // a
     sizes = [f.shape[-2] * f.shape[-1] for f in feats]
@@ -130,7 +133,7 @@ def test_reversed_head_gradients_equal_patch_path(kind, recording):
     head = model.bbox_head
     with torch.no_grad():
         base = [f.detach() for f in model.extract_feat(inputs)]
-    w = torch.rand(len(cands[0]), 24, 32, dtype=torch.double)
+    w = torch.rand(len(cands), 24, 32, dtype=torch.double)
     grads = []
     for rev in (True, False):
         feats = [f.clone().requires_grad_(True) for f in base]
@@ -138,7 +141,7 @@ def test_reversed_head_gradients_equal_patch_path(kind, recording):
         if rev and recording != 'none':
             _, record = forward_recording(
                 head, feats, freeze_norm=recording == 'frozen')
-        maps = dense_candidate_maps(head, feats, *cands, target='cls',
+        maps = dense_candidate_maps(head, feats, cands, target='cls',
                                     out_size=(24, 32), create_graph=True,
                                     pad_shape=inputs.shape[-2:],
                                     record=record, reversed_head=rev)
@@ -178,10 +181,11 @@ def test_odam_nms_predict_uses_the_recorded_forward():
     with torch.no_grad():
         feats = model.extract_feat(inputs)
         ref = dense_candidate_maps(
-            model.bbox_head, feats, torch.zeros_like(p.labels), p.level_ids,
-            p.loc_inds, p.labels, 'cls', out_size=p.odam_maps.shape[-2:],
-            boxes=p.input_bboxes, pad_shape=samples[0].batch_input_shape,
-            reversed_head=False)
+            model.bbox_head, feats,
+            Candidates.of_image(p.level_ids, p.loc_inds, p.labels,
+                                p.input_bboxes),
+            'cls', out_size=p.odam_maps.shape[-2:],
+            pad_shape=samples[0].batch_input_shape, reversed_head=False)
     assert rel_err(p.odam_maps.double(), ref) < 1e-9
     assert not model.bbox_head._forward_hooks
     assert not model.bbox_head.cls_convs[0]._forward_hooks
@@ -195,19 +199,20 @@ def test_unsupported_heads_fall_back_or_raise():
     inputs, samples = fake_batch(model)
     with torch.no_grad():
         feats = model.extract_feat(inputs)
-    one = [torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
-           torch.tensor([7]), torch.zeros(1, dtype=torch.long)]
+    one = Candidates.of_image(torch.zeros(1, dtype=torch.long),
+                              torch.tensor([7]),
+                              torch.zeros(1, dtype=torch.long))
     with pytest.raises(NotImplementedError, match='reversed head'):
-        dense_candidate_maps(model.bbox_head, feats, *one, target='cls',
+        dense_candidate_maps(model.bbox_head, feats, one, target='cls',
                              out_size=(8, 8), reversed_head=True)
     # a box target takes the patch path
     other = build_detector('fcos')
     with torch.no_grad():
         feats = other.extract_feat(inputs)
     with pytest.raises(NotImplementedError, match='reversed head'):
-        dense_candidate_maps(other.bbox_head, feats, *one, target='left',
+        dense_candidate_maps(other.bbox_head, feats, one, target='left',
                              out_size=(8, 8), reversed_head=True)
-    out = dense_candidate_maps(other.bbox_head, feats, *one, target='left',
+    out = dense_candidate_maps(other.bbox_head, feats, one, target='left',
                                out_size=(8, 8))
     assert out.shape == (1, 8, 8) and torch.isfinite(out).all()
 
@@ -240,28 +245,29 @@ def test_padded_candidates_do_not_change_maps():
     model = _detector('fcos', True, False)
     inputs, samples = fake_batch(model, n=2)
     inputs = inputs.double()
-    img, lvl, loc, labels = candidates(model, inputs, samples)
+    cands = candidates(model, inputs, samples)
     head = model.bbox_head
     with torch.no_grad():
         feats = model.extract_feat(inputs)
         _, rec = forward_recording(head, feats)
-    n = len(labels)
+    n = len(cands)
     g = torch.Generator().manual_seed(1)
     xy = torch.rand(n, 2, generator=g) * 40
     boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 50],
                       1).double()
-    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:], boxes=boxes)
-    ref = rh.reversed_head_maps(head, feats, rec, img, lvl, loc, labels,
+    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:])
+    ref = rh.reversed_head_maps(head, feats, rec, cands.with_bboxes(boxes),
                                 None, **kw)
     nb = rh.MAPS_GRAPHS.cache.bucket(n)
     assert nb >= max(n, 64) and nb & (nb - 1) == 0
     pad = nb - n
-    cat = lambda t, v: torch.cat([t, t.new_full((pad, ) + t.shape[1:], v)])  # noqa
+    dummies = Candidates(*(torch.zeros(pad, dtype=torch.long)
+                           for _ in range(4)), torch.zeros(pad, 4).double())
     with torch.no_grad():
         padded = rh.reversed_head_maps(
-            head, feats, rec, cat(img, 0), cat(lvl, 0), cat(loc, 0),
-            cat(labels, 0), None, out_size=(40, 56),
-            pad_shape=inputs.shape[-2:], boxes=cat(boxes, 0.))
+            head, feats, rec,
+            Candidates.cat([cands.with_bboxes(boxes), dummies]), None,
+            out_size=(40, 56), pad_shape=inputs.shape[-2:])
     assert padded.shape[0] == nb
     assert torch.equal(padded[:n], ref)
 
@@ -273,19 +279,20 @@ def test_grouped_cpu_maps_equal_one_batch(monkeypatch):
     model = _detector('fcos', True, True)
     inputs, samples = fake_batch(model, n=2)
     inputs = inputs.double()
-    cands = [c.repeat(4) for c in candidates(model, inputs, samples)]
+    cands = Candidates.cat([candidates(model, inputs, samples)] * 4)
     head = model.bbox_head
     with torch.no_grad():
         feats = model.extract_feat(inputs)
         _, rec = forward_recording(head, feats)
-    n = len(cands[0])
+    n = len(cands)
     monkeypatch.setattr(rh, '_CHUNK', 8)  # several chunks per radius
     g = torch.Generator().manual_seed(2)
     xy = torch.rand(n, 2, generator=g) * 40
     # box sides 2..200 px: kernel radii 0 (identity) to 4 (the widest)
     boxes = torch.cat([xy, xy + 2 + torch.rand(n, 2, generator=g) * 198],
                       1).double()
-    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:], boxes=boxes)
+    kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:])
+    cands = cands.with_bboxes(boxes)
     calls = []
     core = rh._maps_core
 
@@ -295,14 +302,14 @@ def test_grouped_cpu_maps_equal_one_batch(monkeypatch):
 
     rh._maps_core = spy
     try:
-        got = rh.reversed_head_maps(head, feats, rec, *cands, None, **kw)
+        got = rh.reversed_head_maps(head, feats, rec, cands, None, **kw)
     finally:
         rh._maps_core = core
     assert len(set(calls)) >= 4 and len(calls) > len(set(calls))
     rh_one = rh._maps_grouped
     rh._maps_grouped = rh._maps_core  # one batch, widest window
     try:
-        ref = rh.reversed_head_maps(head, feats, rec, *cands, None, **kw)
+        ref = rh.reversed_head_maps(head, feats, rec, cands, None, **kw)
     finally:
         rh._maps_grouped = rh_one
     assert (ref.flatten(1).abs().max(1).values > 0).sum() > n // 2

@@ -12,6 +12,7 @@ from odam_tiny_models import build_detector, fake_batch  # noqa: E402
 from test_dense_equivalence import (candidates, reference_maps,  # noqa: E402
                                     rel_err)
 
+from mmdet_odam.core import Candidates  # noqa: E402
 from mmdet_odam.explainers import DenseHeadExplainer  # noqa: E402
 from mmdet_odam.explainers.base import model_guard  # noqa: E402
 from mmdet_odam.explainers.dense import (exact_level_maps,  # noqa: E402
@@ -42,9 +43,9 @@ def _check_exact(model, inputs, cands, targets, modes=('pos_relu', )):
     with model_guard(model) as hooks:
         for t in targets:
             for mode in modes:
-                pieces, _ = exact_level_maps(model, inputs, *cands, [t],
+                pieces, _ = exact_level_maps(model, inputs, cands, [t],
                                              grad_mode=mode, chunk_size=3)
-                got = render_padded(pieces[t], len(cands[0]), pad, OUT)
+                got = render_padded(pieces[t], len(cands), pad, OUT)
                 ref = reference_maps(model, inputs, cands, t, 'gaussian',
                                      mode, OUT, hooks=hooks)
                 nonzero = ref.flatten(1).abs().max(1).values > 0
@@ -59,7 +60,7 @@ def test_gn_own_level_path_is_exact(kind, force_path):
     inputs, samples = fake_batch(model, n=2)
     inputs = inputs.double()
     cands = candidates(model, inputs, samples, n=6)
-    assert len(set(cands[1].tolist())) == 5  # every level, both images
+    assert len(set(cands.level_ids.tolist())) == 5  # every level, both images
     _check_exact(model, inputs, cands, list(BASE_TARGETS),
                  modes=('pos_relu', 'pos_norelu'))
 
@@ -132,8 +133,8 @@ def test_trained_fcos_own_level_path_is_exact(monkeypatch, tmp_path,
     lv = det.level_ids.tolist() + list(range(len(feats)))
     loc = det.loc_inds.tolist() + [
         (f.shape[-2] // 2) * f.shape[-1] + f.shape[-1] // 2 for f in feats]
-    cands = (torch.zeros(len(lv), dtype=torch.long), torch.tensor(lv),
-             torch.tensor(loc), torch.zeros(len(lv), dtype=torch.long))
+    cands = Candidates.of_image(torch.tensor(lv), torch.tensor(loc),
+                                torch.zeros(len(lv), dtype=torch.long))
     _check_exact(model, inputs, cands, [BASE_TARGETS[i] for i in (0, 2, 3)])
 
 

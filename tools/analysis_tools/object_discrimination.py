@@ -78,6 +78,7 @@ def image_discrimination(model, data, score_thr: float = 0.1,
     """
     from mmdet.structures.bbox import bbox_overlaps
 
+    from mmdet_odam.core import Candidates
     from mmdet_odam.explainers.dense import dense_candidate_maps
     data = model.data_preprocessor(data, False)
     sample = data['data_samples'][0]
@@ -97,9 +98,9 @@ def image_discrimination(model, data, score_thr: float = 0.1,
     if len(obj) < 2:
         return None
     pad = sample.metainfo['batch_input_shape']
-    zeros = torch.zeros_like(lv)
     maps = dense_candidate_maps(
-        head, feats, zeros, lv, loc, zeros, target='cls',
+        head, feats, Candidates.of_image(lv, loc, torch.zeros_like(lv)),
+        target='cls',
         out_size=(pad[0] // stride, pad[1] // stride),
         smoothing='none').detach()
     out = pair_values(pearson_matrix(maps.flatten(1)), obj,

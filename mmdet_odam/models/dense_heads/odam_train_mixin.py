@@ -35,6 +35,8 @@ from mmdet.models.dense_heads import FCOSHead
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.structures.bbox import bbox_overlaps
 
+from ...core import Candidates
+
 INF = 1e8
 _FEATS = '_odam_train_feats'
 
@@ -120,19 +122,17 @@ class OdamTrainDenseMixin:
             return dict(loss_odam_con=anchor, loss_odam_sep=anchor)
         pad_shape = tuple(batch_img_metas[0]['batch_input_shape'][:2])
         out_size = loss_odam.out_size(pad_shape)
+        cands = Candidates(pos['img_inds'], pos['level_ids'],
+                           pos['loc_inds'], pos['labels'], pos['boxes'])
         maps = dense_candidate_maps(
             self,
             feats,
-            pos['img_inds'],
-            pos['level_ids'],
-            pos['loc_inds'],
-            pos['labels'],
+            cands,
             target='cls',
             out_size=out_size,
             smoothing=loss_odam.smoothing,
             grad_mode=loss_odam.grad_mode,
             create_graph=True,
-            boxes=pos['boxes'],
             pad_shape=pad_shape,
             norm_stats=norm_stats)
         out = loss_odam(maps, pos['gt_inds'], pos['ious'], pos['img_inds'],
