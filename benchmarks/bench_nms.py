@@ -168,7 +168,7 @@ def run_one(model, odam_cfg, inputs, samples, feats, num_candidates,
     def maps_fn():
         with torch.no_grad():
             return dense_candidate_maps(
-                head, feats, rows, 'cls', out_size=size,
+                head, feats, rows, out_size=size,
                 pad_shape=meta['batch_input_shape'], record=record)
 
     maps = maps_fn()

@@ -53,8 +53,8 @@ from .builder import EXPLAINERS
 from .results import Explanation
 from .reversed_head import (forward_recording, reversed_head_maps,
                             reversed_head_spec)
-from .targets import (BOX_TARGETS, ExplainPath, Target, box_target,
-                      parse_grad_mode, parse_smoothing, parse_target)
+from .targets import (BOX_TARGETS, ExplainPath, MapOptions, Target,
+                      box_target, parse_grad_mode, parse_smoothing)
 
 
 def _num_priors(head) -> int:
@@ -335,9 +335,9 @@ def render_padded(pieces: List[Piece], n: int, pad_shape,
 
 
 def dense_candidate_maps(head, feats, cands: Candidates,
-                         target='cls', out_size=(50, 50),
-                         smoothing='gaussian', grad_mode='pos_relu',
-                         create_graph=False, pad_shape=None,
+                         out_size=(50, 50),
+                         options: Optional[MapOptions] = None,
+                         pad_shape=None,
                          norm_stats=None, chunk_size: int = 256,
                          record=None,
                          reversed_head: Optional[bool] = None) -> Tensor:
@@ -354,13 +354,11 @@ def dense_candidate_maps(head, feats, cands: Candidates,
         cands (Candidates): N candidates (``loc_inds`` = prior index
             within the level, see module doc); their ``bboxes`` (input
             pixels) size the smoothing kernel (default: the decoded boxes).
-        target (str): scalar target (``cls`` or a box extent).
         out_size (tuple): (H_o, W_o) of the output grid, which covers the
             padded network input.
-        smoothing, grad_mode: see :mod:`mmdet_odam.explainers.targets`.
-        create_graph (bool): make maps differentiable through the gradient
-            (w.r.t. feats and head weights); otherwise maps are
-            differentiable w.r.t. feats through the feature factor only.
+        options (MapOptions, optional): target (``cls`` or a box extent),
+            smoothing, grad mode, ``create_graph``; default
+            ``MapOptions()`` (``cls``, Gaussian, ``pos_relu``, no graph).
         pad_shape (tuple, optional): padded input (H, W); default
             ``(h_0 * stride_0, w_0 * stride_0)``.
         norm_stats (dict, optional): GN stats of the full-map forward.
@@ -377,10 +375,8 @@ def dense_candidate_maps(head, feats, cands: Candidates,
     Returns:
         Tensor: (N, H_o, W_o) raw maps (>= 0 except for ``pos_norelu``).
     """
-    t = parse_target(target)
-    if t == Target.COMBINED:
-        raise ValueError('dense_candidate_maps explains one scalar target; '
-                         'combine normalised maps for "combined"')
+    opt = MapOptions() if options is None else options
+    t = opt.target
     n = len(cands)
     if pad_shape is None:
         pad_shape = _default_pad_shape(head, feats)
@@ -402,15 +398,14 @@ def dense_candidate_maps(head, feats, cands: Candidates,
             with torch.no_grad():
                 _, record = forward_recording(head, feats, towers)
         pri = candidate_priors(head, feats, cands.level_ids, cands.loc_inds)
-        return reversed_head_maps(
-            head, feats, record, cands, pri, out_size, pad_shape,
-            parse_smoothing(smoothing).value, parse_grad_mode(grad_mode),
-            create_graph, towers)
+        return reversed_head_maps(head, feats, record, cands, pri, out_size,
+                                  pad_shape, opt, towers)
     norm_stats = _ensure_norm_stats(head, feats, norm_stats)
     outs = []
     for sel in torch.arange(n, device=cands.device).split(int(chunk_size)):
-        pieces, _ = patch_level_maps(head, feats, cands[sel], [t], smoothing,
-                                     grad_mode, create_graph, norm_stats)
+        pieces, _ = patch_level_maps(head, feats, cands[sel], [t],
+                                     opt.smoothing, opt.grad_mode,
+                                     opt.create_graph, norm_stats)
         outs.append(render_padded(pieces[t], len(sel), pad_shape, out_size))
     return torch.cat(outs)
 
@@ -802,9 +797,9 @@ def tracked_post_process(head, results, cfg, rescale=False, with_nms=True,
                     head, feats, record, cand, priors, size, pad_shape,
                     cuda_graph=nms_cfg.get('cuda_graph', True))
             else:
-                maps = dense_candidate_maps(
-                    head, feats, cand, 'cls', out_size=size,
-                    pad_shape=pad_shape, record=record)
+                maps = dense_candidate_maps(head, feats, cand, size,
+                                            pad_shape=pad_shape,
+                                            record=record)
             assert maps.shape[0] == n
             det, keep = batched_odam_nms(bboxes, results.scores,
                                          results.labels, maps.detach(),

@@ -50,7 +50,7 @@ from ..core import (Candidates, apply_grad_mode, box_sigmas,
 from ..core.smoothing import MAX_SIGMA, band_matrices
 from ..utils.cuda_graphs import CudaGraphCache
 from .base import HookList
-from .targets import Target
+from .targets import MapOptions, Target
 
 
 @dataclass
@@ -664,8 +664,8 @@ def _smooth_channels_last(g: Tensor, sigmas: Tensor, pad: int) -> Tensor:
 
 def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
                        rec: TowerRecord, cands: Candidates, priors: Tensor,
-                       out_size, pad_shape, smoothing: str = 'gaussian',
-                       grad_mode='pos_relu', create_graph: bool = False,
+                       out_size, pad_shape,
+                       options: Optional[MapOptions] = None,
                        towers: Optional[List[Tower]] = None,
                        cuda_graph: bool = False) -> Tensor:
     """``cls`` ODAM maps of N dense-head candidates by the reversed head.
@@ -679,11 +679,11 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
         priors (Tensor): (N, 2 | 4) the candidates' priors.
         out_size (tuple): (H_o, W_o) grid covering ``pad_shape``.
         pad_shape (tuple): padded network input (H, W).
-        smoothing (str): ``'gaussian'`` or ``'none'`` (parsed value).
-        grad_mode: see :mod:`mmdet_odam.explainers.targets`.
-        create_graph (bool): differentiable through the gradient.
+        options (MapOptions, optional): smoothing, grad mode and
+            ``create_graph`` (the target must be ``cls``); default
+            ``MapOptions()``.
         towers (list[Tower], optional): default: the record's.
-        cuda_graph (bool): on a GPU, without autograd and with ``boxes``
+        cuda_graph (bool): on a GPU, without autograd and with ``bboxes``
             and a sigmoid head, replay the map computation as a CUDA graph
             captured for this input size and candidate bucket
             (:class:`MapsGraphCache`; the same maps, far fewer launches).
@@ -696,6 +696,12 @@ def reversed_head_maps(head: nn.Module, feats: Sequence[Tensor],
     img_inds, level_ids, loc_inds, labels, boxes = (
         cands.img_inds, cands.level_ids, cands.loc_inds, cands.labels,
         cands.bboxes)
+    opt = MapOptions() if options is None else options
+    if opt.target != Target.CLS:
+        raise ValueError(f'the reversed head explains the cls target, not '
+                         f'{opt.target.value!r}')
+    smoothing, grad_mode, create_graph = (opt.smoothing.value, opt.grad_mode,
+                                          opt.create_graph)
     n = len(cands)
     if n == 0:
         return feats[0].new_zeros(0, int(out_size[0]), int(out_size[1]))

@@ -2,6 +2,7 @@
 (:class:`Target`), how the gradient enters the map (:class:`GradMode`, paper
 App. A.5.6) and how the gradient map is smoothed (:class:`Smoothing`, paper
 Eq. 2)."""
+from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, List, Sequence, Tuple, Union
 
@@ -155,3 +156,48 @@ def parse_smoothing(value: Union[str, Smoothing, None]) -> Smoothing:
     if value is None or value is False:
         return Smoothing.NONE
     return parse_enum(Smoothing, value, 'smoothing')
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """How the batched candidate maps of Odam-NMS and Odam-Train are
+    computed (:func:`~mmdet_odam.explainers.dense.dense_candidate_maps`,
+    :func:`~mmdet_odam.explainers.two_stage.roi_candidate_maps`).
+
+    Names are parsed on construction (``MapOptions('left',
+    smoothing='none')``); a bad name raises ``ValueError`` listing the
+    valid ones.
+
+    Attributes:
+        target (Target): the scalar explained (one; not ``combined``).
+        smoothing (Smoothing): smoothing of the gradient map.
+        grad_mode (GradMode): how the gradient enters the map.
+        create_graph (bool): maps differentiable through the gradient
+            (w.r.t. the features and the head's weights; Odam-Train);
+            otherwise through the feature factor only.
+    """
+    target: Target = Target.CLS
+    smoothing: Smoothing = Smoothing.GAUSSIAN
+    grad_mode: GradMode = GradMode.POS_RELU
+    create_graph: bool = False
+
+    def __post_init__(self):
+        target = parse_target(self.target)
+        if target == Target.COMBINED:
+            raise ValueError(
+                "candidate maps explain one scalar target, not 'combined' "
+                '(combine normalised maps instead)')
+        object.__setattr__(self, 'target', target)
+        object.__setattr__(self, 'smoothing',
+                           parse_smoothing(self.smoothing))
+        object.__setattr__(self, 'grad_mode',
+                           parse_grad_mode(self.grad_mode))
+        object.__setattr__(self, 'create_graph', bool(self.create_graph))
+
+
+def odam_train_map_options(loss_odam) -> MapOptions:
+    """The maps an ``OdamTrainLoss`` compares: the ``cls`` target with the
+    loss's ``smoothing`` and ``grad_mode``, differentiable through the
+    gradient (``create_graph``)."""
+    return MapOptions(Target.CLS, loss_odam.smoothing, loss_odam.grad_mode,
+                      create_graph=True)

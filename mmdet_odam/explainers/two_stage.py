@@ -53,8 +53,7 @@ from ..nms.odam_nms import batched_odam_nms, nms_map_size
 from .base import BaseExplainer
 from .builder import EXPLAINERS
 from .results import Explanation
-from .targets import (Target, box_target, parse_grad_mode, parse_smoothing,
-                      parse_target)
+from .targets import MapOptions, Target, box_target, parse_smoothing
 
 #: Layer names understood by :class:`TwoStageExplainer` besides module names.
 FPN_LEVEL = 'fpn_level'
@@ -495,10 +494,9 @@ def paste_roi_maps(maps: Tensor, boxes: Tensor,
 
 
 def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
-                       labels: Tensor, target='cls',
-                       out_size: Sequence[int] = (50, 50),
-                       create_graph: bool = False, smoothing='gaussian',
-                       grad_mode='pos_relu', boxes: Optional[Tensor] = None,
+                       labels: Tensor, out_size: Sequence[int] = (50, 50),
+                       options: Optional[MapOptions] = None,
+                       boxes: Optional[Tensor] = None,
                        pad_shape: Optional[Sequence[int]] = None,
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
     """ODAM maps of many (RoI, class) candidates in one batched pass.
@@ -514,10 +512,10 @@ def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
             when ``create_graph``).
         rois (Tensor): (N, 5) ``(batch_idx, x1, y1, x2, y2)`` input pixels.
         labels (Tensor): (N,) class of each row (0-based, no background).
-        target (str | Target): scalar target (not ``combined``).
         out_size (tuple): (H_o, W_o).
-        create_graph (bool): keep the gradient differentiable (w.r.t. feats
-            and the head's weights).
+        options (MapOptions, optional): target, smoothing, grad mode and
+            ``create_graph`` (the gradient differentiable w.r.t. feats and
+            the head's weights); default ``MapOptions()``.
         boxes (Tensor, optional): (N, 4) input-pixel boxes that set the
             smoothing kernel (default: the RoIs).
         pad_shape (tuple, optional): padded input (H, W) covered by the
@@ -528,11 +526,8 @@ def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
         ``pos_relu``).
     """
     check_roi_head(roi_head)
-    tg = parse_target(target)
-    if tg == Target.COMBINED:
-        raise ValueError("roi_candidate_maps needs one scalar target, not "
-                         "'combined'")
-    grad_mode = parse_grad_mode(grad_mode)
+    opt = MapOptions() if options is None else options
+    tg, create_graph = opt.target, opt.create_graph
     n = len(rois)
     ho, wo = int(out_size[0]), int(out_size[1])
     if n == 0:
@@ -556,7 +551,8 @@ def roi_candidate_maps(roi_head, feats: Sequence[Tensor], rois: Tensor,
             return part, zero, zero
 
         out = roi_level_maps(roi_head, feats, rois, grads, render, (ho, wo),
-                             boxes, smoothing, grad_mode, chunk_bytes)
+                             boxes, opt.smoothing, opt.grad_mode,
+                             chunk_bytes)
     return out[:, 0]
 
 
@@ -654,9 +650,8 @@ def _odam_nms_single(roi_head, x, roi, bboxes, scores, img_meta,
     if rescale:
         sf = img_meta['scale_factor']
         boxes_in = boxes * boxes.new_tensor([sf[0], sf[1], sf[0], sf[1]])
-    maps = roi_candidate_maps(roi_head, x, roi[roi_inds], labels, 'cls',
-                              out_size=size, boxes=boxes_in,
-                              pad_shape=pad).detach()
+    maps = roi_candidate_maps(roi_head, x, roi[roi_inds], labels, size,
+                              boxes=boxes_in, pad_shape=pad).detach()
     results = InstanceData()
     if len(inds) == 0:
         results.bboxes = boxes.new_zeros(0, 4)

@@ -13,7 +13,7 @@ from mmdet_odam.explainers.dense import (_level_strides, _mlvl_priors,
                                          exact_level_maps,
                                          head_forward_with_stats,
                                          render_padded)
-from mmdet_odam.explainers.targets import BASE_TARGETS, Target
+from mmdet_odam.explainers.targets import BASE_TARGETS, MapOptions, Target
 from odam_tiny_models import build_detector, fake_batch
 
 # Measured error of the frozen-GroupNorm patch path vs exact autograd:
@@ -130,8 +130,9 @@ def test_patch_path_equals_autograd(kind):
             with torch.no_grad():
                 feats = model.extract_feat(inputs)
             fast = dense_candidate_maps(model.bbox_head, feats, cands,
-                                        target=target, out_size=out_size,
-                                        smoothing=smoothing, grad_mode=mode,
+                                        out_size=out_size,
+                                        options=MapOptions(target, smoothing,
+                                                           mode),
                                         pad_shape=inputs.shape[-2:])
             ref = reference_maps(model, inputs, cands, Target(target),
                                  smoothing, mode, out_size, hooks=hooks)
@@ -150,7 +151,8 @@ def test_gn_patch_path_equals_frozen_gn_autograd(kind):
             feats = model.extract_feat(inputs)
         for target in ('cls', 'right'):
             fast = dense_candidate_maps(model.bbox_head, feats, cands,
-                                        target=target, out_size=(48, 64),
+                                        out_size=(48, 64),
+                                        options=MapOptions(target),
                                         pad_shape=inputs.shape[-2:])
             ref = reference_maps(model, inputs, cands, Target(target),
                                  'gaussian', 'pos_relu', (48, 64),
@@ -178,8 +180,8 @@ def test_gn_exact_path_equals_autograd(kind):
                                  'pos_relu', (48, 64), hooks=hooks)
             assert rel_err(exact, ref) < 1e-4, t
             fast = dense_candidate_maps(model.bbox_head, feats, cands,
-                                        target=t, out_size=(48, 64),
-                                        pad_shape=pad)
+                                        out_size=(48, 64),
+                                        options=MapOptions(t), pad_shape=pad)
             d = (fast - ref).flatten(1).abs().max(1).values
             sc = torch.maximum(fast.flatten(1).abs().max(1).values,
                                ref.flatten(1).abs().max(1).values)
@@ -226,8 +228,8 @@ def test_chunked_candidates_give_same_maps():
         with torch.no_grad():
             feats = model.extract_feat(inputs)
         a = dense_candidate_maps(model.bbox_head, feats, cands,
-                                 target='top', out_size=(24, 32))
+                                 out_size=(24, 32), options=MapOptions('top'))
         b = dense_candidate_maps(model.bbox_head, feats, cands,
-                                 target='top', out_size=(24, 32),
+                                 out_size=(24, 32), options=MapOptions('top'),
                                  chunk_size=5)
     assert torch.allclose(a, b, atol=1e-6)

@@ -9,6 +9,7 @@ import torch
 from mmdet_odam.core import Candidates
 from mmdet_odam.explainers.base import model_guard
 from mmdet_odam.explainers.dense import dense_candidate_maps
+from mmdet_odam.explainers.targets import MapOptions
 from mmdet_odam.explainers.reversed_head import (forward_recording,
                                                  reversed_head_spec)
 from mmdet.registry import MODELS
@@ -37,8 +38,8 @@ def test_reversed_head_equals_patch_path(kind, gn, ctr_on_reg):
             feats = model.extract_feat(inputs)
         for smoothing, mode in [('gaussian', 'pos_relu'), ('none', 'abs'),
                                 ('gaussian', 'pos_norelu')]:
-            kw = dict(target='cls', out_size=(40, 56), smoothing=smoothing,
-                      grad_mode=mode, pad_shape=inputs.shape[-2:])
+            kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:],
+                      options=MapOptions('cls', smoothing, mode))
             fast = dense_candidate_maps(model.bbox_head, feats, cands,
                                         reversed_head=True, **kw)
             ref = dense_candidate_maps(model.bbox_head, feats, cands,
@@ -52,8 +53,7 @@ def test_reversed_head_equals_patch_path(kind, gn, ctr_on_reg):
         xy = torch.rand(len(cands), 2, generator=g) * 40
         boxes = torch.cat([xy, xy + 8 + torch.rand(
             len(cands), 2, generator=g) * 60], 1).double()
-        kw = dict(target='cls', out_size=(40, 56),
-                  pad_shape=inputs.shape[-2:])
+        kw = dict(out_size=(40, 56), pad_shape=inputs.shape[-2:])
         boxed = cands.with_bboxes(boxes)
         fast = dense_candidate_maps(model.bbox_head, feats, boxed,
                                     reversed_head=True, **kw)
@@ -141,8 +141,9 @@ def test_reversed_head_gradients_equal_patch_path(kind, recording):
         if rev and recording != 'none':
             _, record = forward_recording(
                 head, feats, freeze_norm=recording == 'frozen')
-        maps = dense_candidate_maps(head, feats, cands, target='cls',
-                                    out_size=(24, 32), create_graph=True,
+        maps = dense_candidate_maps(head, feats, cands,
+                                    out_size=(24, 32),
+                                    options=MapOptions(create_graph=True),
                                     pad_shape=inputs.shape[-2:],
                                     record=record, reversed_head=rev)
         params = [p for p in head.parameters()]
@@ -184,7 +185,7 @@ def test_odam_nms_predict_uses_the_recorded_forward():
             model.bbox_head, feats,
             Candidates.of_image(p.level_ids, p.loc_inds, p.labels,
                                 p.input_bboxes),
-            'cls', out_size=p.odam_maps.shape[-2:],
+            out_size=p.odam_maps.shape[-2:],
             pad_shape=samples[0].batch_input_shape, reversed_head=False)
     assert rel_err(p.odam_maps.double(), ref) < 1e-9
     assert not model.bbox_head._forward_hooks
@@ -203,17 +204,17 @@ def test_unsupported_heads_fall_back_or_raise():
                               torch.tensor([7]),
                               torch.zeros(1, dtype=torch.long))
     with pytest.raises(NotImplementedError, match='reversed head'):
-        dense_candidate_maps(model.bbox_head, feats, one, target='cls',
+        dense_candidate_maps(model.bbox_head, feats, one,
                              out_size=(8, 8), reversed_head=True)
     # a box target takes the patch path
     other = build_detector('fcos')
     with torch.no_grad():
         feats = other.extract_feat(inputs)
     with pytest.raises(NotImplementedError, match='reversed head'):
-        dense_candidate_maps(other.bbox_head, feats, one, target='left',
-                             out_size=(8, 8), reversed_head=True)
-    out = dense_candidate_maps(other.bbox_head, feats, one, target='left',
-                               out_size=(8, 8))
+        dense_candidate_maps(other.bbox_head, feats, one, out_size=(8, 8),
+                             options=MapOptions('left'), reversed_head=True)
+    out = dense_candidate_maps(other.bbox_head, feats, one, out_size=(8, 8),
+                               options=MapOptions('left'))
     assert out.shape == (1, 8, 8) and torch.isfinite(out).all()
 
 

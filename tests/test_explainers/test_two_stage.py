@@ -19,6 +19,7 @@ from mmdet_odam.explainers.generic import GenericExplainer  # noqa: E402
 from mmdet_odam.explainers.two_stage import (  # noqa: E402
     TwoStageExplainer, level_window_maps, roi_align_adjoint,
     roi_candidate_maps)
+from mmdet_odam.explainers.targets import MapOptions  # noqa: E402
 
 TARGETS = ['cls', 'left', 'top', 'right', 'bottom']
 
@@ -240,7 +241,7 @@ def test_roi_candidate_maps(model):
     x = [f.detach() for f in model.extract_feat(inputs)]
     rois = bbox2roi([samples[0].proposals.bboxes[e.candidate_inds]])
     boxes = e.bboxes * 2
-    out = roi_candidate_maps(model.roi_head, x, rois, e.labels, 'cls',
+    out = roi_candidate_maps(model.roi_head, x, rois, e.labels,
                              out_size=(28, 40), boxes=boxes,
                              pad_shape=(224, 320))
     assert out.shape == (len(e), 28, 40) and (out >= 0).all()
@@ -248,8 +249,9 @@ def test_roi_candidate_maps(model):
     xs = [f.clone().requires_grad_(True) for f in x]
     head_w = model.roi_head.bbox_head.fc_cls.weight
     assert head_w.requires_grad
-    m = roi_candidate_maps(model.roi_head, xs, rois, e.labels, 'cls',
-                           out_size=(28, 40), create_graph=True)
+    m = roi_candidate_maps(model.roi_head, xs, rois, e.labels,
+                           out_size=(28, 40),
+                           options=MapOptions(create_graph=True))
     gx = torch.autograd.grad(m.sum(), [xs[0], head_w], allow_unused=True)
     assert gx[0] is not None and gx[0].abs().sum() > 0
     assert gx[1] is not None and gx[1].abs().sum() > 0
@@ -263,7 +265,8 @@ def test_roi_candidate_maps_render_matches_level_maps(model):
     k = 0
     rois = bbox2roi([samples[0].proposals.bboxes[e.candidate_inds[k:k + 1]]])
     out = roi_candidate_maps(model.roi_head, x, rois, e.labels[k:k + 1],
-                             'left', out_size=(56, 80), smoothing='none',
+                             out_size=(56, 80),
+                             options=MapOptions('left', smoothing='none'),
                              pad_shape=(224, 320))
     xs = [f.clone().requires_grad_(True) for f in x]
     ext = model.roi_head.bbox_roi_extractor

@@ -80,6 +80,7 @@ def image_discrimination(model, data, score_thr: float = 0.1,
 
     from mmdet_odam.core import Candidates
     from mmdet_odam.explainers.dense import dense_candidate_maps
+    from mmdet_odam.explainers.targets import MapOptions
     data = model.data_preprocessor(data, False)
     sample = data['data_samples'][0]
     gt = _gt_boxes(sample)
@@ -100,9 +101,8 @@ def image_discrimination(model, data, score_thr: float = 0.1,
     pad = sample.metainfo['batch_input_shape']
     maps = dense_candidate_maps(
         head, feats, Candidates.of_image(lv, loc, torch.zeros_like(lv)),
-        target='cls',
         out_size=(pad[0] // stride, pad[1] // stride),
-        smoothing='none').detach()
+        options=MapOptions(smoothing='none')).detach()
     out = pair_values(pearson_matrix(maps.flatten(1)), obj,
                       bbox_overlaps(boxes, boxes))
     out['odi_box'] = torch.tensor(

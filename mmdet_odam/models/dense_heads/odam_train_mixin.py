@@ -111,7 +111,8 @@ class OdamTrainDenseMixin:
         Returns:
             dict: ``loss_odam_con``, ``loss_odam_sep``.
         """
-        from mmdet_odam.explainers.dense import dense_candidate_maps
+        from ...explainers.dense import dense_candidate_maps
+        from ...explainers.targets import odam_train_map_options
         pos = self.odam_positives(cls_scores, bbox_preds, batch_gt_instances)
         loss_odam = self.loss_odam
         keep = loss_odam.select(pos['ious'], pos['img_inds'],
@@ -125,16 +126,8 @@ class OdamTrainDenseMixin:
         cands = Candidates(pos['img_inds'], pos['level_ids'],
                            pos['loc_inds'], pos['labels'], pos['boxes'])
         maps = dense_candidate_maps(
-            self,
-            feats,
-            cands,
-            target='cls',
-            out_size=out_size,
-            smoothing=loss_odam.smoothing,
-            grad_mode=loss_odam.grad_mode,
-            create_graph=True,
-            pad_shape=pad_shape,
-            norm_stats=norm_stats)
+            self, feats, cands, out_size, odam_train_map_options(loss_odam),
+            pad_shape=pad_shape, norm_stats=norm_stats)
         out = loss_odam(maps, pos['gt_inds'], pos['ious'], pos['img_inds'],
                         boxes=pos['boxes'])
         return {k: v + anchor for k, v in out.items()}

@@ -86,6 +86,7 @@ class OdamTrainRoIMixin:
     def odam_train_losses(self, x: Tuple[Tensor], sampling_results: List,
                           bbox_results: dict) -> dict:
         """Odam-Train losses of one batch (see module doc)."""
+        from mmdet_odam.explainers.targets import odam_train_map_options
         from mmdet_odam.explainers.two_stage import roi_candidate_maps
         pos = self.odam_positives(sampling_results, bbox_results['bbox_pred'])
         loss_odam = self.loss_odam
@@ -97,17 +98,10 @@ class OdamTrainRoIMixin:
         ext = self.bbox_roi_extractor
         s0 = float(ext.featmap_strides[0])
         pad_shape = (int(x[0].shape[-2] * s0), int(x[0].shape[-1] * s0))
-        maps = roi_candidate_maps(
-            self,
-            x,
-            pos['rois'],
-            pos['labels'],
-            target='cls',
-            out_size=loss_odam.out_size(pad_shape),
-            create_graph=True,
-            smoothing=loss_odam.smoothing,
-            grad_mode=loss_odam.grad_mode,
-            pad_shape=pad_shape)
+        maps = roi_candidate_maps(self, x, pos['rois'], pos['labels'],
+                                  loss_odam.out_size(pad_shape),
+                                  odam_train_map_options(loss_odam),
+                                  pad_shape=pad_shape)
         out = loss_odam(maps, pos['gt_inds'], pos['ious'], pos['img_inds'],
                         boxes=pos['boxes'])
         return {k: v + anchor for k, v in out.items()}
