@@ -9,6 +9,7 @@ from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
 from .grads import (as_leaves, row_grads, tokens_as_level_leaves,
                     zero_nan_at_singular_nodes)
 from .normalize import minmax_normalize
+from .staged_grads import only_through, staged_row_grads
 from .odam import GRAD_MODES, apply_grad_mode, odam_map, odam_raw
 from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
                         kernel_radius, max_kernel_radius)
@@ -16,7 +17,7 @@ from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
 __all__ = [
     'Candidates', 'level_groups', 'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
     'top_scoring', 'as_leaves', 'row_grads', 'tokens_as_level_leaves',
-    'zero_nan_at_singular_nodes',
+    'zero_nan_at_singular_nodes', 'only_through', 'staged_row_grads',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
     'level_to_padded', 'paste_patches', 'render_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     check_boxes, gaussian_smooth, level_to_image, match_boxes,
-                    odam_raw, row_grads, tokens_as_level_leaves, top_scoring,
+                    odam_raw, only_through, row_grads, staged_row_grads,
+                    tokens_as_level_leaves, top_scoring,
                     zero_nan_at_singular_nodes)
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
@@ -69,7 +70,9 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
                   smoothing='gaussian', grad_mode='pos_relu',
                   chunk_size: int = 16,
                   strides: Optional[Sequence[Tuple[float, float]]] = None,
-                  layer_name: str = 'layer') -> List[Piece]:
+                  layer_name: str = 'layer',
+                  groups: Optional[Sequence[Sequence[Tensor]]] = None
+                  ) -> List[Piece]:
     """Exact ODAM maps of many scalar targets by chunked batched autograd.
 
     Args:
@@ -87,6 +90,13 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
         strides (list, optional): (sy, sx) per leaf; default
             :func:`infer_stride` from ``pad_shape``.
         layer_name (str): for error messages.
+        groups (list[list[Tensor]], optional): intermediate tensors every
+            path from ``ys`` to the leaves passes through, grouped (a dense
+            head's outputs, one group per level): the gradients are taken
+            in two stages (:func:`~mmdet_odam.core.staged_row_grads`), so
+            a target's backward runs only the groups it depends on. Taken
+            only with two groups or more and where
+            :func:`~mmdet_odam.core.only_through` confirms it.
 
     Returns:
         list[Piece]: ``(rows, (sy, sx), maps (n, h_l, w_l))`` raw maps per
@@ -112,10 +122,16 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     pieces: List[Piece] = []
     used = False
     state: dict = {}
+    if groups is not None and (len(groups) < 2 or not only_through(
+            ys, [t for g in groups for t in g], leaves)):
+        groups = None  # one group: the first stage would only add cost
     for s in range(0, ys.shape[0], int(chunk_size)):
         rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
                             device=ys.device)
-        gs = row_grads(ys, leaves, rows, state)
+        if groups:
+            gs = staged_row_grads(ys, leaves, groups, rows, state)
+        else:
+            gs = row_grads(ys, leaves, rows, state)
         for k, g in enumerate(gs):
             if g is None or leaves[k].dim() != 4:
                 continue
@@ -136,6 +152,30 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     return pieces
 
 
+def level_groups_of(outputs) -> Optional[List[List[Tensor]]]:
+    """A dense head's forward outputs grouped by level: ``(cls_scores,
+    bbox_preds, ...)``, lists of one tensor per level, give one group per
+    level; any other tensor is a group of its own. None when no output
+    tensor requires grad."""
+    outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+    lists = [o for o in outs if isinstance(o, (tuple, list)) and o and all(
+        isinstance(t, Tensor) for t in o)]
+    n = max((len(o) for o in lists), default=0)
+    groups: List[List[Tensor]] = [[] for _ in range(n)]
+    for o in outs:
+        if isinstance(o, Tensor):
+            groups.append([o])
+        elif any(o is lst for lst in lists):
+            for lvl, t in enumerate(o):
+                if len(o) == n:
+                    groups[lvl].append(t)
+                else:
+                    groups.append([t])
+    groups = [[t for t in g if t.requires_grad] for g in groups]
+    groups = [g for g in groups if g]
+    return groups or None
+
+
 def render_pieces(pieces: Sequence[Piece], n: int, meta: dict) -> Tensor:
     """Sum pieces into (n, H_ori, W_ori) maps of one image."""
     h, w = (int(v) for v in meta['ori_shape'][:2])
@@ -145,7 +185,7 @@ def render_pieces(pieces: Sequence[Piece], n: int, meta: dict) -> Tensor:
                            meta.get('scale_factor'))
         if out is None:
             out = r.new_zeros(n, h, w)
-        out = out.index_add(0, rows, r)
+        out.index_add_(0, rows, r)  # in place: pieces are detached
     return out if out is not None else torch.zeros(n, h, w)
 
 
@@ -233,6 +273,10 @@ class GenericExplainer(BaseExplainer):
     mirrors_predict = False  # its detections are predict's own
     adapter = 'generic'
     supports_mask_target = True
+    #: take a dense head's gradients in two stages (through its per-level
+    #: outputs, so a detection's backward runs its own level only) where
+    #: the graph allows it; ``False`` gives the plain one-stage oracle
+    staged_grads = True
 
     def __init__(self, model, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
@@ -308,6 +352,10 @@ class GenericExplainer(BaseExplainer):
             hooks.forward(self._mask_head(),
                           lambda mod, inp, out: mask_logits.append(out))
         two_stage = getattr(model, 'rpn_head', None) is not None
+        head_outs: List = []
+        head = getattr(model, 'bbox_head', None)
+        if not two_stage and isinstance(head, torch.nn.Module):
+            hooks.forward(head, lambda mod, inp, out: head_outs.append(out))
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them
@@ -321,6 +369,8 @@ class GenericExplainer(BaseExplainer):
         leaves = [lf for call in store for lf in call]
         if last_only:
             leaves = leaves[-1:]
+        groups = level_groups_of(head_outs[0]) \
+            if self.staged_grads and len(head_outs) == 1 else None
         pad = tuple(int(v) for v in data_samples[0].metainfo.get(
             'batch_input_shape', inputs.shape[-2:]))
         out = []
@@ -350,7 +400,7 @@ class GenericExplainer(BaseExplainer):
             mask_y = None if not mask_logits else self._mask_targets(
                 mask_logits, results, i, keep, inst.labels[keep])
             raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
-                             name, mask_y)
+                             name, mask_y, groups)
             out.append(Explanation(
                 bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
                 labels=inst.labels[keep].detach().cpu(),
@@ -387,7 +437,7 @@ class GenericExplainer(BaseExplainer):
         return (m * (m > cut).detach()).sum((1, 2))
 
     def _maps(self, inst, keep, img_idx, leaves, pad, meta, sf, shown,
-              name, mask_y=None) -> Dict[Target, Tensor]:
+              name, mask_y=None, groups=None) -> Dict[Target, Tensor]:
         k = len(keep)
         ys = []
         for tg in self.scalar_targets:
@@ -411,7 +461,8 @@ class GenericExplainer(BaseExplainer):
                               device=ys.device)
         pieces = autograd_maps(ys, leaves, img_inds, pad, sb.repeat(t, 1),
                                self.smoothing, self.grad_mode,
-                               self.chunk_size, layer_name=name)
+                               self.chunk_size, layer_name=name,
+                               groups=groups)
         maps = render_pieces(pieces, k * t, meta)
         return {tg: maps[j * k:(j + 1) * k]
                 for j, tg in enumerate(self.scalar_targets)}

@@ -10,7 +10,9 @@ with the default call on one COCO photograph. For each family:
 * the model is untouched afterwards (training flags, ``requires_grad``,
   weights, hooks, mmdet functions patched for the call);
 * a path other than the generic one equals the generic autograd oracle to
-  1e-4 of each map's maximum, in float64;
+  1e-4 of each map's maximum, in float64; on the generic path, its
+  two-stage gradients (through a dense head's per-level outputs) equal the
+  plain one-stage backward the same way;
 * ``explain_support`` reports one row per target with its path.
 """
 import copy
@@ -138,13 +140,36 @@ def explained_path(model):
     return 'generic' if adapters == {'generic'} else 'fast'
 
 
+def assert_close_maps(a_exp, b_exp, tol, what):
+    assert torch.equal(a_exp.labels, b_exp.labels)
+    for t in TARGETS:
+        a, b = a_exp.maps[t].double(), b_exp.maps[t].double()
+        scale = b.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        err = ((a - b).abs() / scale).amax()
+        assert err <= tol, f'{t}: {what} ({err:.2e})'
+
+
+def as_float64(model, inputs):
+    """(model, inputs, tolerance) in float64 where the family allows."""
+    if ZOO[model_name(model)].float64:
+        return copy.deepcopy(model).double(), inputs.double(), ORACLE_TOL
+    return model, inputs, ORACLE_TOL_FLOAT32
+
+
+def assert_staged_equals_plain(model, inputs, samples):
+    """Same model, same dtype: the two differ by summation order only."""
+    from mmdet_odam.explainers import build_explainer
+    exps = []
+    for staged in (True, False):
+        ex = build_explainer(model, method='odam_generic', targets=TARGETS)
+        ex.staged_grads = staged
+        exps.append(ex.explain(inputs, samples, score_thr=0.0, topk=K)[0])
+    assert_close_maps(*exps, ORACLE_TOL, 'two-stage != one-stage gradients')
+
+
 def assert_equals_oracle(model, inputs, samples):
     from mmdet_odam.explainers import build_explainer
-    float64 = ZOO[model_name(model)].float64
-    tol = ORACLE_TOL if float64 else ORACLE_TOL_FLOAT32
-    if float64:
-        model = copy.deepcopy(model).double()
-        inputs = inputs.double()
+    model, inputs, tol = as_float64(model, inputs)
     kw = dict(score_thr=0.0, topk=K)
     # detections were checked against predict in float32 (some mmdet heads,
     # e.g. mask pasting, do not run in float64)
@@ -152,15 +177,11 @@ def assert_equals_oracle(model, inputs, samples):
         fast = build_explainer(model, targets=TARGETS,
                                verify='never').explain(inputs, samples,
                                                        **kw)[0]
-        gen = build_explainer(model, method='odam_generic',
-                              targets=TARGETS).explain(inputs, samples,
-                                                       **kw)[0]
-    assert torch.equal(fast.labels, gen.labels)
-    for t in TARGETS:
-        a, b = fast.maps[t].double(), gen.maps[t].double()
-        scale = b.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-        err = ((a - b).abs() / scale).amax()
-        assert err <= tol, f'{t}: fast != generic oracle ({err:.2e})'
+        oracle = build_explainer(model, method='odam_generic',
+                                 targets=TARGETS)
+        oracle.staged_grads = False  # the plain one-stage backward
+        gen = oracle.explain(inputs, samples, **kw)[0]
+    assert_close_maps(fast, gen, tol, 'fast != generic oracle')
 
 
 def model_name(model):
@@ -181,6 +202,8 @@ def test_zoo_contract(name):
     assert_valid_maps(exp, samples[0].ori_shape)
     if explained_path(model) != 'generic':
         assert_equals_oracle(model, inputs, samples)
+    elif getattr(model, 'rpn_head', None) is None:
+        assert_staged_equals_plain(model, inputs, samples)
 
 
 @pytest.mark.parametrize('name', list(ZOO))
