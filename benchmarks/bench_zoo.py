@@ -123,7 +123,11 @@ def bench_family(entry, args):
     inputs, samples = prepare_inputs(model, coco_image(size=None))
     explainer = build_explainer(model, targets=args.targets)
     kw = dict(score_thr=0.0, topk=args.detections)
-    explainer.explain(inputs, samples, **kw)  # warm-up (and verification)
+    n = len(explainer.explain(inputs, samples, **kw)[0])  # warm-up
+    if n < args.detections:  # a ratio of fewer detections is no figure
+        raise RuntimeError(f'{n} detections to explain (wanted '
+                           f'{args.detections}): random weights score '
+                           'nothing at this size')
     t_pred, t_expl = [], []
     for _ in range(args.repeats):
         with torch.no_grad():
