@@ -125,9 +125,8 @@ def bench_family(entry, args):
     kw = dict(score_thr=0.0, topk=args.detections)
     n = len(explainer.explain(inputs, samples, **kw)[0])  # warm-up
     if n < args.detections:  # a ratio of fewer detections is no figure
-        raise RuntimeError(f'{n} detections to explain (wanted '
-                           f'{args.detections}): random weights score '
-                           'nothing at this size')
+        raise RuntimeError(f'{n} detections to explain, '
+                           f'{args.detections} asked: no ratio')
     t_pred, t_expl = [], []
     for _ in range(args.repeats):
         with torch.no_grad():

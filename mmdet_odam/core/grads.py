@@ -127,23 +127,34 @@ def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
         rest = row_grads(ys, leaves, rows[2:], state)
         return [_cat_rows([a, b], [2, n - 2], lf)
                 for a, b, lf in zip(head, rest, leaves)]
+    eye = ys.new_zeros(n, ys.shape[0])
+    eye[torch.arange(n, device=ys.device), rows] = 1
+    return batched_vjp([ys], leaves, [eye], state)
+
+
+def batched_vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+                grads: Sequence[Tensor], state: dict
+                ) -> List[Optional[Tensor]]:
+    """(m, *input.shape) vector-Jacobian products of ``outputs`` for m
+    batched ``grads`` (each (m, *output.shape)); None for an input the
+    outputs do not use. One ``is_grads_batched`` backward (graph
+    retained); where vmap fails or falls back for some op, one backward
+    per row, and ``state['loop']`` makes later calls sharing ``state`` skip
+    the batched attempt."""
+    if grads[0].shape[0] == 0:
+        return [None] * len(inputs)
     if not state.get('loop', False):
-        eye = ys.new_zeros(n, ys.shape[0])
-        eye[torch.arange(n, device=ys.device), rows] = 1
         try:
-            gs, slow = _batched_grad(ys, leaves, eye)
-            state['loop'] = slow  # an op without a vmap rule: loop instead
+            gs, slow = _batched_grad(outputs, inputs, grads)
+            state['loop'] = slow  # an op without a vmap rule: loop later
             return list(gs)
         except (RuntimeError, NotImplementedError):
             state['loop'] = True
-    per = [
-        torch.autograd.grad(ys[int(r)], leaves, retain_graph=True,
-                            allow_unused=True) for r in rows
-    ]
-    return [
-        _cat_rows([None if p[k] is None else p[k][None] for p in per],
-                  [1] * n, leaves[k]) for k in range(len(leaves))
-    ]
+    per = [torch.autograd.grad(outputs, inputs, [g[i] for g in grads],
+                               retain_graph=True, allow_unused=True)
+           for i in range(grads[0].shape[0])]
+    return [None if per[0][k] is None else torch.stack([p[k] for p in per])
+            for k in range(len(inputs))]
 
 
 def _cat_rows(parts: Sequence[Optional[Tensor]], counts: Sequence[int],

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .grads import _batched_grad, row_grads
+from .grads import batched_vjp, row_grads
 
 
 def _stop_nodes(stops: Sequence[Tensor]) -> set:
@@ -62,25 +62,6 @@ def only_through(ys: Tensor, stops: Sequence[Tensor],
     return True
 
 
-def _group_vjp(outputs: List[Tensor], leaves: Sequence[Tensor],
-               grads: List[Tensor], state: dict) -> List[Optional[Tensor]]:
-    """(m, *leaf.shape) VJPs of ``outputs`` with batched ``grads`` (each
-    (m, *output.shape)); one backward per row where vmap falls back."""
-    m = grads[0].shape[0]
-    if not state.get('loop', False) and m > 1:
-        try:
-            gs, slow = _batched_grad(outputs, leaves, grads)
-            state['loop'] = slow  # later calls: one backward per row
-            return list(gs)
-        except (RuntimeError, NotImplementedError):
-            state['loop'] = True
-    per = [torch.autograd.grad(outputs, leaves, [g[i] for g in grads],
-                               retain_graph=True, allow_unused=True)
-           for i in range(m)]
-    return [None if per[0][k] is None else torch.stack([p[k] for p in per])
-            for k in range(len(leaves))]
-
-
 def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
                      groups: Sequence[Sequence[Tensor]], rows: Tensor,
                      state: Optional[dict] = None
@@ -116,9 +97,9 @@ def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
         sel = hit.nonzero().squeeze(1)
         if len(sel) == 0:
             continue
-        gs = _group_vjp([t for t, _ in used], leaves,
-                        [g[sel] for _, g in used],
-                        state.setdefault(('group', gi), {}))
+        gs = batched_vjp([t for t, _ in used], leaves,
+                         [g[sel] for _, g in used],
+                         state.setdefault(('group', gi), {}))
         for k, g in enumerate(gs):
             if g is None:
                 continue

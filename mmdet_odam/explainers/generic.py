@@ -155,22 +155,20 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
 def level_groups_of(outputs) -> Optional[List[List[Tensor]]]:
     """A dense head's forward outputs grouped by level: ``(cls_scores,
     bbox_preds, ...)``, lists of one tensor per level, give one group per
-    level; any other tensor is a group of its own. None when no output
-    tensor requires grad."""
+    level; all other output tensors form one more group (they may share
+    their graph, e.g. a DETR head's scores and boxes its decoder). None
+    when no output tensor requires grad."""
     outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
     lists = [o for o in outs if isinstance(o, (tuple, list)) and o and all(
         isinstance(t, Tensor) for t in o)]
     n = max((len(o) for o in lists), default=0)
-    groups: List[List[Tensor]] = [[] for _ in range(n)]
+    groups: List[List[Tensor]] = [[] for _ in range(n + 1)]  # last: rest
     for o in outs:
         if isinstance(o, Tensor):
-            groups.append([o])
+            groups[n].append(o)
         elif any(o is lst for lst in lists):
             for lvl, t in enumerate(o):
-                if len(o) == n:
-                    groups[lvl].append(t)
-                else:
-                    groups.append([t])
+                groups[lvl if len(o) == n else n].append(t)
     groups = [[t for t in g if t.requires_grad] for g in groups]
     groups = [g for g in groups if g]
     return groups or None
