@@ -257,7 +257,8 @@ class BaseExplainer:
         ``predict``).
 
         Args:
-            raw (dict): target -> (K, H, W) maps.
+            raw (dict): target -> (K, H, W) maps, the caller's own: rows
+                are zeroed in place (no copy of the maps).
             bboxes (Tensor): (K, 4) reported boxes, original pixels.
             meta (dict): image metainfo (``img_shape``, ``scale_factor``).
         """
@@ -267,12 +268,12 @@ class BaseExplainer:
             [sf[0], sf[1], sf[0], sf[1]]).float()
         edge = b.new_tensor([0.0, 0.0, w_in, h_in])
         on_edge = (b - edge).abs() <= 1e-3 * edge.clamp(min=1.0)
-        out = dict(raw)
         for t, m in raw.items():
             if t in BOX_COORDS:
-                keep = ~on_edge[:, BOX_COORDS[t][0]].to(m.device)
-                out[t] = m * keep[:, None, None].to(m.dtype)
-        return out
+                rows = on_edge[:, BOX_COORDS[t][0]].nonzero().squeeze(1)
+                if len(rows):
+                    m.index_fill_(0, rows.to(m.device), 0)
+        return dict(raw)
 
     def finalize_maps(self, raw: Dict[Target, Tensor],
                       normalized: bool = False) -> Dict[str, Tensor]:

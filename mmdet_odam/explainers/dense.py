@@ -46,7 +46,7 @@ from ..adapters.dense import (has_group_norm, layer_radius, level_call_args,
                               receptive_radius, supports_patch_path,
                               tower_layers)
 from ..nms.odam_nms import batched_odam_nms, nms_map_size
-from ..paths import (conv_radius, level_tower_grads,
+from ..paths import (conv_radius, layer_record, level_tower_grads,
                      scalar_grads, tower_costs, tower_supported)
 from .base import BaseExplainer, HookList, resolve_module
 from .builder import EXPLAINERS
@@ -415,19 +415,91 @@ def dense_candidate_maps(head, feats, cands: Candidates,
 # ----------------------------------------------------------------------
 
 
+def _tower_parts(head):
+    """``(pred_convs, towers)`` of a head the tower path may serve
+    (:mod:`mmdet_odam.paths.gn_exact`): its direct ``nn.Conv2d`` children
+    and its ``cls_convs`` / ``reg_convs`` layers; ``([], [])`` when they
+    do not qualify."""
+    preds = [m for m in head.children() if isinstance(m, nn.Conv2d)]
+    tlayers = [list(getattr(head, k, []) or [])
+               for k in ('cls_convs', 'reg_convs')]
+    ok = bool(preds) and all(conv_radius(p) is not None for p in preds) \
+        and all(tower_supported(t) for t in tlayers)
+    return (preds, tlayers) if ok else ([], [])
+
+
+def level_forward(head, x: Tensor, call_args: tuple):
+    """The head's forward of one level of one image, with grad, recording
+    what the tower path needs.
+
+    Args:
+        x (Tensor): (1, C, h, w) level map leaf (``requires_grad``).
+        call_args (tuple): ``forward_single``'s extra arguments.
+
+    Returns:
+        tuple: ``(x, outs, seen, touts)``: ``outs`` of ``forward_single``
+        (graph attached), ``seen`` pred conv -> (input, output), ``touts``
+        tower layer and its conv -> output (empty where the towers do not
+        qualify).
+    """
+    preds, tlayers = _tower_parts(head)
+    seen: Dict = {}
+    touts: Dict = {}
+    lh = HookList()
+
+    def pred_hook(mod, inp, out):
+        seen[mod] = (inp[0], out)  # graph kept: either path runs
+
+    def tower_hook(mod, inp, out):
+        touts[mod] = out
+
+    try:
+        for p in preds:
+            lh.forward(p, pred_hook)
+        for t in tlayers:
+            for layer in t:
+                lh.forward(layer, tower_hook)
+                lh.forward(layer.conv, tower_hook)
+        with torch.enable_grad():
+            outs = head.forward_single(x, *call_args)
+    finally:
+        lh.remove()
+    return x, outs, seen, touts
+
+
+def own_level_forwards(head, feats: Sequence[Tensor]) -> Optional[Dict]:
+    """:func:`level_forward` of every level of a one-image batch, for the
+    prediction and then the exact maps (one head forward in all); None
+    where the head's ``forward_single`` takes other arguments than
+    ``scale`` / ``stride`` or the batch holds several images (a level's
+    backward would then run over all of them)."""
+    if feats[0].shape[0] != 1:
+        return None
+    try:
+        args = [level_call_args(head, lvl) for lvl in range(len(feats))]
+    except (NotImplementedError, AttributeError, IndexError):
+        return None
+    return {(0, lvl): level_forward(
+        head, f.detach().requires_grad_(True), args[lvl])
+        for lvl, f in enumerate(feats)}
+
+
 def exact_level_maps(model, inputs: Tensor, cands: Candidates,
                      targets: Sequence[Target], layer: Optional[str] = None,
                      smoothing='gaussian', grad_mode='pos_relu',
                      chunk_size: int = 16,
                      hooks: Optional[HookList] = None, grad_weights=None,
-                     feats: Optional[Sequence[Tensor]] = None):
+                     feats: Optional[Sequence[Tensor]] = None,
+                     level_forwards: Optional[Dict] = None):
     """Exact per-candidate maps by autograd.
 
     ``cands``: the N candidates; their ``bboxes`` (input pixels) size the
     smoothing kernel (default: the decoded boxes).
 
     ``feats``: the FPN levels of ``inputs`` when the caller has them (the
-    own-level path then runs no second backbone forward).
+    own-level path then runs no second backbone forward);
+    ``level_forwards``: :func:`own_level_forwards` of them, when the caller
+    ran it (no second head forward).
 
     ``layer=None``: each candidate's own FPN level, by the backward of that
     level's head forward of that image only (:mod:`mmdet_odam.paths.
@@ -466,43 +538,25 @@ def exact_level_maps(model, inputs: Tensor, cands: Candidates,
         pieces: Dict[Target, List[Piece]] = {t: [] for t in targets}
         # conv towers: window + shared GN basis (paths.gn_exact); else one
         # backward per scalar on the level's forward (paths.level_autograd)
-        preds = [m for m in head.children() if isinstance(m, nn.Conv2d)]
-        tlayers = [list(getattr(head, k, []) or [])
-                   for k in ('cls_convs', 'reg_convs')]
-        use_towers = bool(preds) and all(
-            conv_radius(p) is not None for p in preds) and all(
-                tower_supported(t) for t in tlayers)
+        preds, tlayers = _tower_parts(head)
+        use_towers = bool(preds)
+        level_forwards = level_forwards or {}
         for img, lvl, rows in cands.level_groups():
-            x = feats[lvl][img:img + 1].detach().requires_grad_(True)
+            fw = level_forwards.get((img, lvl))
+            if fw is None:
+                fw = level_forward(
+                    head, feats[lvl][img:img + 1].detach().requires_grad_(
+                        True), call_args[lvl])
+            x, outs, seen, touts = fw
             cells = loc_inds[rows] // a
             w = x.shape[-1]
-            seen: Dict = {}  # pred conv -> (input, output leaf)
-            touts = {}
-            lh = HookList()
-
-            def pred_hook(mod, inp, out):
-                seen[mod] = (inp[0], out)  # graph kept: either path runs
-
-            def tower_hook(mod, inp, out):
-                touts[mod] = out
-
-            try:
-                if use_towers:
-                    for p in preds:
-                        lh.forward(p, pred_hook)
-                    for t in tlayers:
-                        if t:
-                            lh.forward(t[-1], tower_hook)
-                with torch.enable_grad():
-                    outs = head.forward_single(x, *call_args[lvl])
-                    vecs = [o[0][:, cells // w, cells % w].t() for o in outs]
-                    ys = candidate_scalars(
-                        head, vecs[0], vecs[1], vecs[2] if len(vecs) > 2
-                        else None, loc_inds[rows] % a, labels[rows],
-                        mlvl_priors[lvl][loc_inds[rows]],
-                        x.new_full((len(rows), ), strides[lvl][1]))
-            finally:
-                lh.remove()
+            with torch.enable_grad():
+                vecs = [o[0][:, cells // w, cells % w].t() for o in outs]
+                ys = candidate_scalars(
+                    head, vecs[0], vecs[1], vecs[2] if len(vecs) > 2
+                    else None, loc_inds[rows] % a, labels[rows],
+                    mlvl_priors[lvl][loc_inds[rows]],
+                    x.new_full((len(rows), ), strides[lvl][1]))
             towers = None
             if use_towers:
                 t_out = [touts.get(t[-1]) if t else x for t in tlayers]
@@ -546,11 +600,13 @@ def exact_level_maps(model, inputs: Tensor, cands: Candidates,
                 cost = [tower_costs(tl, len(rows) * sum(
                     c[i] is not None for c in coefs.values()))
                     for i, (tl, _) in enumerate(towers)]
-                if 2 * sum(c[0] for c in cost) > sum(c[1] for c in cost):
+                if 2 * sum(c[0] for c in cost) >= sum(c[1] for c in cost):
                     towers = None  # few rows: one backward each is cheaper
             if towers is not None:
+                recs = [[layer_record(la, touts[la.conv], touts[la])
+                         for la in tl] for tl, _ in towers]
                 grads = level_tower_grads(towers, feat, cells, coefs,
-                                          chunk_size)
+                                          chunk_size, recs)
             else:
                 grads = ((t, idx, g) for t in targets
                          for idx, g in scalar_grads(ys[t], x, chunk_size))
@@ -886,9 +942,25 @@ class DenseHeadExplainer(BaseExplainer):
                  labels):
         model, head = self.model, self.head
         metas = [ds.metainfo for ds in data_samples]
+        grad_weights = getattr(self, 'grad_weights', None)
+        exact = self.path == ExplainPath.EXACT or (
+            self.path == ExplainPath.AUTO and has_group_norm(head))
+        use_exact = exact or self.layer is not None or \
+            grad_weights is not None or \
+            not supports_patch_path(head)
         with torch.no_grad():
             feats = model.extract_feat(inputs)
-            outs, stats = head_forward_with_stats(head, feats)
+        # the own-level exact path of one image: one head forward serves the
+        # prediction and the maps
+        level_fw = own_level_forwards(head, feats) if use_exact and \
+            self.layer is None else None
+        if level_fw is not None:
+            per_level = [level_fw[(0, lvl)][1] for lvl in range(len(feats))]
+            outs = tuple([t.detach() for t in o] for o in zip(*per_level))
+            stats = None
+        else:
+            with torch.no_grad():
+                outs, stats = head_forward_with_stats(head, feats)
         n_img = len(metas)
         rows = []  # per image: dict of candidate fields
         if boxes is None:
@@ -922,19 +994,14 @@ class DenseHeadExplainer(BaseExplainer):
                                   method=self.method, layer=layer_name)
                 for m in metas
             ]
-        grad_weights = getattr(self, 'grad_weights', None)
-        exact = self.path == ExplainPath.EXACT or (
-            self.path == ExplainPath.AUTO and has_group_norm(head))
-        use_exact = exact or self.layer is not None or \
-            grad_weights is not None or \
-            not supports_patch_path(head)
         cands = Candidates(img_inds, cat['level_ids'], cat['loc_inds'],
                            cat['labels'], cat['input_bboxes'])
         if use_exact:
             pieces, _ = exact_level_maps(
                 model, inputs, cands, self.scalar_targets, self.layer,
                 self.smoothing, self.grad_mode, self.chunk_size, hooks,
-                grad_weights, feats=feats)
+                grad_weights, feats=feats, level_forwards=level_fw)
+            del level_fw
         else:
             pieces, _ = patch_level_maps(
                 head, feats, cands, self.scalar_targets, self.smoothing,

@@ -98,6 +98,37 @@ def tower_supported(layers: Sequence[nn.Module]) -> bool:
     return True
 
 
+def layer_record(layer: nn.Module, z: Tensor, out: Tensor) -> LayerRecord:
+    """Backward record of one tower layer from its forward on one image.
+
+    Args:
+        layer: a layer :func:`tower_supported` accepts.
+        z (Tensor): (1, C, h, w) its conv's output (before the norm).
+        out (Tensor): (1, C, h, w) its output (after the activation).
+    """
+    conv, norm, act = _parts(layer)
+    rec = LayerRecord(conv.weight.detach(), conv.dilation[0],
+                      conv_radius(conv))
+    with torch.no_grad():
+        if isinstance(norm, nn.GroupNorm):
+            g = norm.num_groups
+            zr = z.detach().reshape(g, -1)
+            mean = zr.mean(-1, keepdim=True)
+            rstd = torch.rsqrt(zr.var(-1, unbiased=False, keepdim=True) +
+                               norm.eps)
+            xhat = ((zr - mean) * rstd).reshape(z.shape[1:])
+            gamma = norm.weight.detach()
+            rec.gn = (gamma, rstd.flatten(), xhat)
+            rec.scale = gamma * rstd.flatten().repeat_interleave(
+                z.shape[1] // g)
+        elif norm is not None:  # eval BatchNorm
+            rec.scale = (norm.weight /
+                         torch.sqrt(norm.running_var + norm.eps)).detach()
+        if act is not None:
+            rec.mask = (out.detach()[0] > 0).to(out.dtype)
+    return rec
+
+
 def record_tower(layers: Sequence[nn.Module],
                  x: Tensor) -> Tuple[List[LayerRecord], Tensor]:
     """Run a tower on one image's level map and keep its backward records.
@@ -114,29 +145,9 @@ def record_tower(layers: Sequence[nn.Module],
         for layer in layers:
             conv, norm, act = _parts(layer)
             z = conv(x)
-            rec = LayerRecord(conv.weight.detach(), conv.dilation[0],
-                              conv_radius(conv))
-            u = z
-            if isinstance(norm, nn.GroupNorm):
-                g = norm.num_groups
-                zr = z.reshape(g, -1)
-                mean = zr.mean(-1, keepdim=True)
-                rstd = torch.rsqrt(zr.var(-1, unbiased=False, keepdim=True)
-                                   + norm.eps)
-                xhat = ((zr - mean) * rstd).reshape(z.shape[1:])
-                gamma = norm.weight.detach()
-                rec.gn = (gamma, rstd.flatten(), xhat)
-                rec.scale = gamma * rstd.flatten().repeat_interleave(
-                    z.shape[1] // g)
-                u = norm(z)
-            elif norm is not None:  # eval BatchNorm
-                rec.scale = (norm.weight / torch.sqrt(norm.running_var +
-                                                      norm.eps)).detach()
-                u = norm(z)
+            u = z if norm is None else norm(z)
             x = u if act is None else act(u)
-            if act is not None:
-                rec.mask = (x[0] > 0).to(x.dtype)
-            recs.append(rec)
+            recs.append(layer_record(layer, z, x))
     return recs, x
 
 
@@ -191,6 +202,115 @@ def _basis_conv_t(rec: LayerRecord, hw) -> Tensor:
     return out.flatten(0, 1)
 
 
+#: conv^T of a layer's 2G GroupNorm maps (:func:`_basis_conv_t`) costs
+#: about this many full-map conv^T (measured on the CPU: it writes 2G full
+#: maps, memory-bound)
+BASIS_MAPS_COST = 8
+
+
+@dataclass
+class DenseBasis:
+    """The non-local part of n candidates' gradients, ``sum_i coefs[i] @
+    maps[i]``, kept as blocks (one per GroupNorm layer, or one block of the
+    candidates' own dense parts) so that no step copies the maps into a
+    bigger tensor.
+
+    Attributes:
+        coefs (list): (n, K_i) coefficients; None: the identity (the block
+            holds the n candidates' own dense parts).
+        maps (list[Tensor]): (K_i, C, h, w) maps, owned (updated in place).
+    """
+    coefs: List[Optional[Tensor]]
+    maps: List[Tensor]
+
+    @property
+    def size(self) -> int:
+        return sum(m.shape[0] for m in self.maps)
+
+    @property
+    def own(self) -> bool:
+        """Whether the basis is the candidates' own dense parts."""
+        return len(self.maps) == 1 and self.coefs[0] is None
+
+    def combine(self, rows: Optional[Tensor] = None) -> Tensor:
+        """Dense parts (m, C, h, w) of candidates ``rows`` (all: None)."""
+        out = None
+        for c, m in zip(self.coefs, self.maps):
+            if c is None:
+                part = (m if rows is None else m[rows]).flatten(1)
+                out = part.clone() if out is None else out.add_(part)
+                continue
+            c = c if rows is None else c[rows]
+            flat = m.flatten(1)
+            out = c @ flat if out is None else out.addmm_(c, flat)
+        return out.view(-1, *self.maps[0].shape[1:])
+
+    def group_means(self, weight: Tensor, gamma: Tensor, groups: int,
+                    count: int) -> Tensor:
+        """(n, G) group sums / count of ``gamma * weight *`` the dense
+        parts (``weight`` (C, h, w))."""
+        out = 0
+        for c, m in zip(self.coefs, self.maps):
+            gm = _group_means(_masked_sums(m, weight) * gamma, groups, count)
+            out = out + (gm if c is None else c @ gm)
+        return out
+
+
+def _masked_sums(maps: Tensor, weight: Tensor) -> Tensor:
+    """(K, C, h, w), (C, h, w) -> (K, C): per-channel sums of maps * weight
+    (no (K, C, h, w) temporary)."""
+    k, c = maps.shape[:2]
+    return torch.bmm(maps.view(k, c, -1).transpose(0, 1),
+                     weight.reshape(c, -1, 1)).view(c, k).t()
+
+
+def _gn_terms_direct(n: int, a1: Tensor, a2: Tensor, rec: LayerRecord,
+                     own: Optional[Tensor]) -> Tensor:
+    """Add the GroupNorm terms ``-a1_g r_g 1_g - a2_g r_g x^_g`` of n
+    candidates to their own dense parts ``own`` (n, C, h, w; None: zeros),
+    in place; returns them."""
+    gamma, rstd, xhat = rec.gn
+    cg = xhat.shape[0] // rstd.numel()
+    b1 = (-a1 * rstd).repeat_interleave(cg, 1)[:, :, None, None]
+    b2 = (-a2 * rstd).repeat_interleave(cg, 1)[:, :, None, None]
+    if own is None:
+        own = b1.expand(n, *xhat.shape).clone()
+    else:
+        own.add_(b1)
+    return own.addcmul_(b2, xhat)
+
+
+def _take_direct(basis: DenseBasis, n: int) -> bool:
+    """Whether a GroupNorm layer's terms go into the candidates' own dense
+    parts (no 2G-map basis block): they are kept already, or there are none
+    yet and fewer candidates than the basis block would cost."""
+    return basis.own or (basis.size == 0 and n <= BASIS_MAPS_COST)
+
+
+#: full-map conv^T run on about this many input elements at a time: a
+#: large batch of level maps no longer fits the caches (measured on the
+#: CPU, 256-channel 64x64 maps: 24 ms per map one at a time, 28 ms four at
+#: a time, 39-42 ms in a batch of 192; FCOS R50 100 detections x 5
+#: targets: 31-32 s in chunks of 4 such maps, 34-37 s unchunked)
+CONV_T_CHUNK_ELEMS = 2**22
+
+
+def _full_conv_t(maps: Tensor, rec: LayerRecord) -> Tensor:
+    """'same' conv^T of (K, C_out, h, w) full maps, a few at a time."""
+    chunk = max(1, CONV_T_CHUNK_ELEMS // maps[0].numel()) if len(maps) \
+        else 1
+    if maps.shape[0] <= chunk:
+        return F.conv_transpose2d(maps, rec.weight, padding=rec.radius,
+                                  dilation=rec.dilation)
+    out = maps.new_empty(maps.shape[0], rec.weight.shape[1],
+                         *maps.shape[-2:])
+    for i in range(0, maps.shape[0], chunk):
+        out[i:i + chunk] = F.conv_transpose2d(
+            maps[i:i + chunk], rec.weight, padding=rec.radius,
+            dilation=rec.dilation)
+    return out
+
+
 def tower_backward(recs: Sequence[LayerRecord], win: Tensor, cells: Tensor,
                    hw: Tuple[int, int]):
     """Exact backward of candidates' tower-output gradients to the input.
@@ -204,50 +324,61 @@ def tower_backward(recs: Sequence[LayerRecord], win: Tensor, cells: Tensor,
 
     Returns:
         tuple: windows (n, C_in, s', s') centred on the cells, zero outside
-        the map; coefficients (n, K) and basis (K, C_in, h, w): gradient =
-        window + coefficients @ basis.
+        the map, and the :class:`DenseBasis` of the non-local part:
+        gradient = window + basis.
     """
     n = win.shape[0]
     r = (win.shape[-1] - 1) // 2
     win = win * _inside(cells, hw, r, win.dtype)
-    coef = win.new_zeros(n, 0)
-    basis = win.new_zeros(0, win.shape[1], *hw)
+    basis = DenseBasis([], [])
     count_hw = hw[0] * hw[1]
     for rec in reversed(recs):
-        if basis.shape[0] > n:  # fewer candidates than basis maps
-            basis = (coef @ basis.flatten(1)).view(n, *basis.shape[1:])
-            coef = torch.eye(n, dtype=win.dtype, device=win.device)
+        if basis.size > n:  # fewer candidates than basis maps
+            basis = DenseBasis([None], [basis.combine()])
         if rec.mask is not None:
             win = win * gather_windows(rec.mask, cells, hw[1], r)
-            basis = basis * rec.mask
-        new_maps = None
+        new = None
         if rec.gn is not None:
             gamma, rstd, xhat = rec.gn
             g = rstd.numel()
             count = xhat.shape[0] // g * count_hw
             xw = gather_windows(xhat, cells, hw[1], r)
             vw = win * gamma[:, None, None]
-            vb = basis * gamma[:, None, None]
-            a1 = _group_means(vw, g, count) + coef @ _group_means(vb, g,
-                                                                  count)
-            a2 = _group_means(vw * xw, g, count) + coef @ _group_means(
-                vb * xhat, g, count)
-            coef = torch.cat([coef, -a1, -a2], 1)
-            new_maps = _basis_conv_t(rec, hw)
+            a1 = _group_means(vw, g, count)
+            a2 = _group_means(vw * xw, g, count)
+            if basis.maps:  # the dense parts' masked group sums
+                ones = torch.ones_like(xhat) if rec.mask is None \
+                    else rec.mask
+                wx = xhat if rec.mask is None else rec.mask * xhat
+                a1 = a1 + basis.group_means(ones, gamma, g, count)
+                a2 = a2 + basis.group_means(wx, gamma, g, count)
+            new = (a1, a2)
+        factor = rec.mask
         if rec.scale is not None:
             win = win * rec.scale[:, None, None]
-            basis = basis * rec.scale[:, None, None]
+            factor = rec.scale[:, None, None] if factor is None else \
+                factor * rec.scale[:, None, None]
         win = F.conv_transpose2d(win, rec.weight, dilation=rec.dilation)
         r += rec.radius
         win = win * _inside(cells, hw, r, win.dtype)
-        if basis.shape[0]:
-            basis = F.conv_transpose2d(basis, rec.weight, padding=rec.radius,
-                                       dilation=rec.dilation)
-        else:
-            basis = basis.new_zeros(0, rec.weight.shape[1], *hw)
-        if new_maps is not None:
-            basis = torch.cat([basis, new_maps])
-    return win, coef, basis
+        if factor is not None:
+            for m in basis.maps:
+                m.mul_(factor)
+        extra = None
+        if new is not None:
+            if _take_direct(basis, n):
+                own = _gn_terms_direct(n, *new, rec,
+                                       basis.maps[0] if basis.own else None)
+                basis = DenseBasis([None], [own])
+            else:
+                extra = (torch.cat([-new[0], -new[1]], 1),
+                         _basis_conv_t(rec, hw))
+        basis = DenseBasis(list(basis.coefs),
+                           [_full_conv_t(m, rec) for m in basis.maps])
+        if extra is not None:
+            basis.coefs.append(extra[0])
+            basis.maps.append(extra[1])
+    return win, basis
 
 
 def pred_windows(coefs: Sequence[Tuple[Tensor, nn.Conv2d]]) -> Tensor:
@@ -271,24 +402,22 @@ def pred_windows(coefs: Sequence[Tuple[Tensor, nn.Conv2d]]) -> Tensor:
     return out
 
 
-def dense_grads(win: Tensor, coef: Tensor, basis: Tensor, cells: Tensor,
-                rows: Tensor) -> Tensor:
-    """Full-map gradients (m, C, h, w) of candidates ``rows`` from
-    :func:`tower_backward`'s windows, coefficients and basis."""
-    h, w = basis.shape[-2:]
-    out = (coef[rows] @ basis.flatten(1)).view(len(rows), *basis.shape[1:])
+def add_windows(out: Tensor, win: Tensor, cells: Tensor) -> Tensor:
+    """Add each row's window (m, C, s, s), centred on its flat cell, into
+    the full maps ``out`` (m, C, h, w) in place (cropped at the border)."""
+    h, w = out.shape[-2:]
     r = (win.shape[-1] - 1) // 2
-    for j, i in enumerate(rows.tolist()):
-        y, x = divmod(int(cells[i]), w)
+    for j, c in enumerate(cells.tolist()):
+        y, x = divmod(int(c), w)
         y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, h), max(x - r, 0), \
             min(x + r + 1, w)
-        out[j, :, y0:y1, x0:x1] += win[i, :, y0 - y + r:y1 - y + r,
+        out[j, :, y0:y1, x0:x1] += win[j, :, y0 - y + r:y1 - y + r,
                                        x0 - x + r:x1 - x + r]
     return out
 
 
 def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
-                      chunk: int):
+                      chunk: int, records: Optional[Sequence] = None):
     """Exact gradients w.r.t. one image's level map of every candidate and
     target, through the head's towers.
 
@@ -302,6 +431,8 @@ def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
             it) or one (n, C_out) gradient per prediction conv of the tower
             w.r.t. that conv's output at the candidates' cells.
         chunk (int): candidates per yielded block.
+        records (list, optional): per tower, its :func:`layer_record` list
+            from the caller's forward (None: the tower runs again).
 
     Yields:
         tuple: ``target, idx (m,), grads (m, C, h, w)``.
@@ -313,21 +444,24 @@ def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
         owners = [t for t in coefs if coefs[t][ti] is not None]
         if not owners:
             continue
-        recs, _ = record_tower(layers, x)
+        recs = record_tower(layers, x)[0] if records is None else \
+            records[ti]
         win = torch.cat([pred_windows(list(zip(coefs[t][ti], preds)))
                          for t in owners])
-        cells_all = cells.repeat(len(owners))
-        win, coef, basis = tower_backward(recs, win, cells_all, hw)
+        win, basis = tower_backward(recs, win, cells.repeat(len(owners)),
+                                    hw)
         for j, t in enumerate(owners):
-            parts[t].append((win, coef, basis, cells_all, j * n))
+            parts[t].append((win, basis, j * n))
     chunk = max(int(chunk), 1)
     for t in coefs:
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(start + chunk, n),
                                device=cells.device)
             g = x.new_zeros(len(idx), *x.shape[1:])
-            for win, coef, basis, cells_all, off in parts[t]:
-                g = g + dense_grads(win, coef, basis, cells_all, idx + off)
+            for win, basis, off in parts[t]:
+                if basis.maps:
+                    g += basis.combine(idx + off)
+                add_windows(g, win[idx + off], cells[idx])
             yield t, idx, g
 
 
@@ -335,18 +469,24 @@ def tower_costs(layers: Sequence[nn.Module], n: int) -> Tuple[int, int]:
     """Full-map ``conv^T`` counts of the tower path and of one backward per
     row, for ``n`` rows through ``layers``: ``(tower, per_row)``.
 
-    The tower path pays, per layer, the basis (at most ``n`` maps) plus
-    about two for the new GroupNorm maps; one backward per row pays one per
-    layer and row. With few rows the basis is no cheaper and its
-    bookkeeping costs more, so callers take it only where it is clearly
-    cheaper (:func:`level_tower_grads` callers: below half).
+    The tower path (:func:`tower_backward`) pays, per layer, one per basis
+    map (at most ``n``: beyond, the rows' own dense parts replace the basis)
+    plus :data:`BASIS_MAPS_COST` for a GroupNorm layer's 2G new maps, or
+    nothing extra where the layer's terms go into the rows' own dense parts;
+    one backward per row pays one per layer and row (and a full-map
+    prediction conv^T, not counted).
     """
     k = cost = 0
+    own = False
     for layer in reversed(list(layers)):
         _, norm, _ = _parts(layer)
-        k = min(k, n)
+        if k > n:
+            k, own = n, True
+        gn = isinstance(norm, nn.GroupNorm)
+        if gn and (own or (k == 0 and n <= BASIS_MAPS_COST)):
+            k, own = n, True
         cost += k
-        if isinstance(norm, nn.GroupNorm):
-            cost += 2
+        if gn and not own:
+            cost += BASIS_MAPS_COST
             k += 2 * norm.num_groups
     return cost, n * len(layers)

@@ -142,9 +142,13 @@ def test_tower_costs():
     """Hand counts: 2 GN layers of 4 groups, n rows."""
     model = build_detector('fcos', gn=True)
     layers = list(model.bbox_head.reg_convs)
-    # top layer: no basis yet + 2; bottom: min(8, n) + 2
-    assert tower_costs(layers, 100) == (12, 200)
-    assert tower_costs(layers, 3) == (7, 6)
+    # n = 100: top layer: a basis block of 8 maps (BASIS_MAPS_COST = 8);
+    # bottom: its 8 maps' conv^T + another block (8)
+    assert tower_costs(layers, 100) == (24, 200)
+    # n <= 8: the terms go into the rows' own dense parts, n per layer
+    assert tower_costs(layers, 3) == (6, 6)
+    # n = 9: block (8) on top; bottom: 8 maps + block (8)
+    assert tower_costs(layers, 9) == (24, 18)
     plain = list(build_detector('fcos', gn=False).bbox_head.reg_convs)
     assert tower_costs(plain, 50) == (0, 100)
     assert tower_supported(layers) and tower_supported(plain)
@@ -172,3 +176,77 @@ def test_basis_conv_t_is_per_group_conv_t():
             ref.append(F.conv_transpose2d(v, weight, padding=1)[0])
     assert torch.allclose(_basis_conv_t(rec, (h, w)), torch.stack(ref),
                           atol=1e-12)
+
+
+def _tower(norms, c=6, groups=2):
+    """conv 3x3 - norm - ReLU layers (float64, eval), input first."""
+    from mmcv.cnn import ConvModule
+    torch.manual_seed(0)
+    layers = []
+    for i, kind in enumerate(norms):
+        cfg = dict(type='GN', num_groups=groups) if kind == 'gn' else \
+            dict(type='BN') if kind == 'bn' else None
+        m = ConvModule(c, c, 3, padding=1 + (i == 1), dilation=1 + (i == 1),
+                       norm_cfg=cfg)
+        if kind == 'bn':
+            m.bn.running_mean.normal_()
+            m.bn.running_var.uniform_(0.5, 2)
+        for prm in m.parameters():
+            prm.data.normal_(0, 0.5)
+        layers.append(m.double().eval())
+    return layers
+
+
+@pytest.mark.parametrize('chunked', [False, True])
+@pytest.mark.parametrize('n', [3, 9, 30])
+def test_tower_backward_equals_autograd(n, chunked, monkeypatch):
+    """Window + dense basis == autograd of each row's window gradient
+    through the tower, in float64: n = 3 (GroupNorm terms go into the
+    rows' own dense parts), 9 (basis blocks, then the rows' own parts), 30
+    (basis blocks on every layer); dilated and BatchNorm layers included;
+    full-map conv^T in one batch or one map at a time."""
+    import mmdet_odam.paths.gn_exact as gn_exact
+    from mmdet_odam.paths.gn_exact import (add_windows, record_tower,
+                                           tower_backward)
+    if chunked:
+        monkeypatch.setattr(gn_exact, 'CONV_T_CHUNK_ELEMS', 1)
+    layers = _tower(['gn', 'gn', 'bn', 'gn'])
+    h, w = 7, 9
+    x = torch.randn(1, 6, h, w, dtype=torch.float64, requires_grad=True)
+    cells = torch.randint(0, h * w, (n, ))
+    win = torch.randn(n, 6, 3, 3, dtype=torch.float64)
+    recs, _ = record_tower(layers, x.detach())
+    got_win, basis = tower_backward(recs, win, cells, (h, w))
+    got = add_windows(basis.combine(), got_win, cells)
+    out = x
+    for m in layers:
+        out = m(out)
+    for i in range(n):
+        cot = torch.zeros_like(out)
+        add_windows(cot, win[i:i + 1], cells[i:i + 1])
+        ref, = torch.autograd.grad(out, x, cot, retain_graph=True)
+        assert torch.allclose(got[i], ref[0], atol=1e-10), i
+
+
+@pytest.mark.parametrize('kind', ['fcos', 'atss'])
+def test_one_image_explain_equals_generic_oracle(kind, force_path):
+    """One image: the prediction's level forwards also serve the exact maps
+    (no second head forward); the maps equal the generic autograd path's
+    (float64, 1e-4 of each map's max), the detections are the same."""
+    from mmdet_odam.explainers import build_explainer
+    model = build_detector(kind, gn=True).double()
+    inputs, samples = fake_batch(model, n=1)
+    inputs = inputs.double()
+    kw = dict(score_thr=0.0, topk=12)
+    got = DenseHeadExplainer(model, targets=BASE_TARGETS,
+                             path='exact').explain(inputs, samples, **kw)[0]
+    ref = build_explainer(model, method='odam_generic',
+                          targets=BASE_TARGETS).explain(inputs, samples,
+                                                        **kw)[0]
+    assert len(got) == 12
+    assert torch.equal(got.labels, ref.labels)
+    assert torch.allclose(got.bboxes, ref.bboxes)
+    for t in BASE_TARGETS:
+        a, b = got.maps[t].double(), ref.maps[t].double()
+        scale = b.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        assert ((a - b).abs() / scale).amax() < 1e-4, t
