@@ -499,7 +499,8 @@ def exact_level_maps(model, inputs: Tensor, cands: Candidates,
     ``feats``: the FPN levels of ``inputs`` when the caller has them (the
     own-level path then runs no second backbone forward);
     ``level_forwards``: :func:`own_level_forwards` of them, when the caller
-    ran it (no second head forward).
+    ran it (no second head forward); emptied here, so that each level's
+    graph is freed once its maps are done.
 
     ``layer=None``: each candidate's own FPN level, by the backward of that
     level's head forward of that image only (:mod:`mmdet_odam.paths.
@@ -540,9 +541,12 @@ def exact_level_maps(model, inputs: Tensor, cands: Candidates,
         # backward per scalar on the level's forward (paths.level_autograd)
         preds, tlayers = _tower_parts(head)
         use_towers = bool(preds)
-        level_forwards = level_forwards or {}
-        for img, lvl, rows in cands.level_groups():
-            fw = level_forwards.get((img, lvl))
+        level_forwards = {} if level_forwards is None else level_forwards
+        groups = list(cands.level_groups())
+        for key in set(level_forwards) - {(i, lv) for i, lv, _ in groups}:
+            del level_forwards[key]  # frees the graphs of unused levels
+        for img, lvl, rows in groups:
+            fw = level_forwards.pop((img, lvl), None)  # freed after use
             if fw is None:
                 fw = level_forward(
                     head, feats[lvl][img:img + 1].detach().requires_grad_(
@@ -955,8 +959,8 @@ class DenseHeadExplainer(BaseExplainer):
         level_fw = own_level_forwards(head, feats) if use_exact and \
             self.layer is None else None
         if level_fw is not None:
-            per_level = [level_fw[(0, lvl)][1] for lvl in range(len(feats))]
-            outs = tuple([t.detach() for t in o] for o in zip(*per_level))
+            outs = tuple([t.detach() for t in o] for o in zip(
+                *[level_fw[(0, lvl)][1] for lvl in range(len(feats))]))
             stats = None
         else:
             with torch.no_grad():
