@@ -20,7 +20,8 @@ all candidates of the level share: the basis goes through the lower layers
 once, not once per candidate, and ``conv^T`` of ``r 1_g`` / ``r x^_g`` costs
 1 / G of a full one each (only the group's channels are non-zero). Where the
 basis holds more maps than there are candidates, the candidates' own dense
-parts (coefficients @ basis) replace it. Exact up to float rounding.
+parts (coefficients @ basis) replace it, and later layers' GroupNorm terms
+go straight into those parts. Exact up to float rounding.
 
 Layers are duck-typed on mmcv's ``ConvModule`` (``conv``, ``norm``,
 ``activate``, ``order``): plain ``nn.Conv2d`` (stride 1, 'same' padding, one
@@ -236,9 +237,10 @@ class DenseBasis:
         """Dense parts (m, C, h, w) of candidates ``rows`` (all: None)."""
         out = None
         for c, m in zip(self.coefs, self.maps):
-            if c is None:
-                part = (m if rows is None else m[rows]).flatten(1)
-                out = part.clone() if out is None else out.add_(part)
+            if c is None:  # (an indexed part is a copy already)
+                part = m.flatten(1).clone() if rows is None else \
+                    m[rows].flatten(1)
+                out = part if out is None else out.add_(part)
                 continue
             c = c if rows is None else c[rows]
             flat = m.flatten(1)
