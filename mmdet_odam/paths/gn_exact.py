@@ -420,6 +420,12 @@ def add_windows(out: Tensor, win: Tensor, cells: Tensor) -> Tensor:
     return out
 
 
+#: at most this many rows (and about this many elements) per product of
+#: the coefficients with the basis in :func:`level_tower_grads`
+COMBINE_ROWS = 64
+COMBINE_ELEMS = 2**26
+
+
 def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
                       chunk: int, records: Optional[Sequence] = None):
     """Exact gradients w.r.t. one image's level map of every candidate and
@@ -457,16 +463,24 @@ def level_tower_grads(towers, x: Tensor, cells: Tensor, coefs: dict,
         for j, t in enumerate(owners):
             parts[t].append((win, basis, j * n))
     chunk = max(int(chunk), 1)
+    # rows per product of coefficients with the basis: a few rows at a
+    # time would re-read every basis map for each chunk (memory-bound)
+    block = max(chunk, min(COMBINE_ROWS, COMBINE_ELEMS // x[0].numel()))
     for t in coefs:
-        for start in range(0, n, chunk):
-            idx = torch.arange(start, min(start + chunk, n),
-                               device=cells.device)
-            g = x.new_zeros(len(idx), *x.shape[1:])
+        for start in range(0, n, block):
+            rows = torch.arange(start, min(start + block, n),
+                                device=cells.device)
+            g = None
             for win, basis, off in parts[t]:
                 if basis.maps:
-                    g += basis.combine(idx + off)
-                add_windows(g, win[idx + off], cells[idx])
-            yield t, idx, g
+                    part = basis.combine(rows + off)
+                    g = part if g is None else g.add_(part)
+            if g is None:
+                g = x.new_zeros(len(rows), *x.shape[1:])
+            for win, basis, off in parts[t]:
+                add_windows(g, win[rows + off], cells[rows])
+            for s in range(0, len(rows), chunk):
+                yield t, rows[s:s + chunk], g[s:s + chunk]
 
 
 def tower_costs(layers: Sequence[nn.Module], n: int) -> Tuple[int, int]:

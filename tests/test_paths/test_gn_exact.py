@@ -250,3 +250,38 @@ def test_one_image_explain_equals_generic_oracle(kind, force_path):
         a, b = got.maps[t].double(), ref.maps[t].double()
         scale = b.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
         assert ((a - b).abs() / scale).amax() < 1e-4, t
+
+
+def test_level_tower_grads_blocks_and_chunks(monkeypatch):
+    """The rows' gradients do not depend on how many rows share one product
+    with the basis or one yielded chunk; each equals autograd (float64)."""
+    import mmdet_odam.paths.gn_exact as gn_exact
+    from mmdet_odam.paths.gn_exact import add_windows
+    layers = _tower(['gn', 'gn'])
+    pred = torch.nn.Conv2d(6, 3, 3, padding=1).double()
+    x = torch.randn(1, 6, 7, 9, dtype=torch.float64, requires_grad=True)
+    n = 11
+    cells = torch.randint(0, 63, (n, ))
+    coefs = {t: [[torch.randn(n, 3, dtype=torch.float64)]]  # tower, pred
+             for t in 'ab'}
+
+    def run(rows, chunk):
+        monkeypatch.setattr(gn_exact, 'COMBINE_ROWS', rows)
+        out = {}
+        for t, idx, g in gn_exact.level_tower_grads(
+                [(layers, [pred])], x.detach(), cells, coefs, chunk):
+            assert len(idx) <= chunk
+            out.setdefault(t, []).append(g)
+        return {t: torch.cat(v) for t, v in out.items()}
+
+    ref = run(64, 16)
+    got = run(2, 1)  # blocks of 2 rows, chunks of 1
+    out = pred(layers[1](layers[0](x)))
+    for t in coefs:
+        assert torch.allclose(got[t], ref[t], atol=1e-12)
+        for i in range(n):
+            cot = torch.zeros_like(out)
+            add_windows(cot, coefs[t][0][0][i:i + 1, :, None, None],
+                        cells[i:i + 1])
+            want, = torch.autograd.grad(out, x, cot, retain_graph=True)
+            assert torch.allclose(ref[t][i], want[0], atol=1e-10), (t, i)
