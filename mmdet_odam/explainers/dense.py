@@ -428,13 +428,14 @@ def _tower_parts(head):
     return (preds, tlayers) if ok else ([], [])
 
 
-def level_forward(head, x: Tensor, call_args: tuple):
+def level_forward(head, x: Tensor, call_args: tuple, parts: tuple):
     """The head's forward of one level of one image, with grad, recording
     what the tower path needs.
 
     Args:
         x (Tensor): (1, C, h, w) level map leaf (``requires_grad``).
         call_args (tuple): ``forward_single``'s extra arguments.
+        parts (tuple): :func:`_tower_parts` of the head.
 
     Returns:
         tuple: ``(x, outs, seen, touts)``: ``outs`` of ``forward_single``
@@ -442,7 +443,7 @@ def level_forward(head, x: Tensor, call_args: tuple):
         tower layer and its conv -> output (empty where the towers do not
         qualify).
     """
-    preds, tlayers = _tower_parts(head)
+    preds, tlayers = parts
     seen: Dict = {}
     touts: Dict = {}
     lh = HookList()
@@ -479,8 +480,9 @@ def own_level_forwards(head, feats: Sequence[Tensor]) -> Optional[Dict]:
         args = [level_call_args(head, lvl) for lvl in range(len(feats))]
     except (NotImplementedError, AttributeError, IndexError):
         return None
+    parts = _tower_parts(head)
     return {(0, lvl): level_forward(
-        head, f.detach().requires_grad_(True), args[lvl])
+        head, f.detach().requires_grad_(True), args[lvl], parts)
         for lvl, f in enumerate(feats)}
 
 
@@ -550,7 +552,7 @@ def exact_level_maps(model, inputs: Tensor, cands: Candidates,
             if fw is None:
                 fw = level_forward(
                     head, feats[lvl][img:img + 1].detach().requires_grad_(
-                        True), call_args[lvl])
+                        True), call_args[lvl], (preds, tlayers))
             x, outs, seen, touts = fw
             cells = loc_inds[rows] // a
             w = x.shape[-1]
