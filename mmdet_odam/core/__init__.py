@@ -6,10 +6,11 @@ from .alignment import (gather_patches, interp_matrix, level_to_image,
 from .candidates import Candidates, level_groups
 from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
                     top_scoring)
-from .grads import (as_leaves, row_grads, tokens_as_level_leaves,
-                    zero_nan_at_singular_nodes)
+from .grads import (as_leaves, row_grads, singular_nodes_zeroed,
+                    tokens_as_level_leaves, zero_nan_at_singular_nodes)
 from .normalize import minmax_normalize
-from .staged_grads import only_through, staged_row_grads
+from .owned_grads import OwnedGrads, split_by_owner
+from .staged_grads import group_tensors, only_through, staged_row_grads
 from .odam import GRAD_MODES, apply_grad_mode, odam_map, odam_raw
 from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
                         kernel_radius, max_kernel_radius)
@@ -17,7 +18,8 @@ from .smoothing import (box_sigmas, gaussian_kernels1d, gaussian_smooth,
 __all__ = [
     'Candidates', 'level_groups', 'box_iou', 'box_wh_in_cells', 'check_boxes', 'match_boxes',
     'top_scoring', 'as_leaves', 'row_grads', 'tokens_as_level_leaves',
-    'zero_nan_at_singular_nodes', 'only_through', 'staged_row_grads',
+    'zero_nan_at_singular_nodes', 'singular_nodes_zeroed', 'only_through',
+    'staged_row_grads', 'group_tensors', 'OwnedGrads', 'split_by_owner',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
     'level_to_padded', 'paste_patches', 'render_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',

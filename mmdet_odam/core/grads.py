@@ -1,5 +1,6 @@
 """Per-row gradients by batched autograd (pure torch)."""
 import warnings
+from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -82,15 +83,17 @@ def _batched_grad(ys: Tensor, leaves: Sequence[Tensor], eye: Tensor):
 SINGULAR_NODES = ('SqrtBackward0', 'RsqrtBackward0', 'PowBackward0')
 
 
-def zero_nan_at_singular_nodes(ys: Tensor) -> int:
+def zero_nan_at_singular_nodes(ys: Tensor,
+                               handles: Optional[list] = None) -> int:
     """Make ``0 * inf`` terms of the graph of ``ys`` contribute 0.
 
     A detector may take ``sqrt`` of exact zeros (PAA pads its scores with a
     zero column and takes ``sqrt(score * iou)``); a backward through that
     node multiplies a zero upstream gradient by an infinite derivative and
     the NaN spreads over every position. A hook on each such node of this
-    graph (which lives for this call only) sets those NaN entries to 0,
-    the limit of the term. Returns the number of nodes hooked.
+    graph sets those NaN entries to 0, the limit of the term. Returns the
+    number of nodes hooked; their removable handles go to ``handles``
+    (see :func:`singular_nodes_zeroed`).
     """
     seen, stack, count = set(), [ys.grad_fn], 0
 
@@ -105,10 +108,26 @@ def zero_nan_at_singular_nodes(ys: Tensor) -> int:
             continue
         seen.add(node)
         if type(node).__name__ in SINGULAR_NODES:
-            node.register_hook(clean)
+            handle = node.register_hook(clean)
+            if handles is not None:
+                handles.append(handle)
             count += 1
         stack.extend(n for n, _ in node.next_functions)
     return count
+
+
+@contextmanager
+def singular_nodes_zeroed(ys: Tensor):
+    """:func:`zero_nan_at_singular_nodes` for the block; the hooks are
+    removed after it (a graph shared by several calls, e.g. the images of
+    one batch, is left as it was). Yields the number of nodes hooked."""
+    handles: list = []
+    count = zero_nan_at_singular_nodes(ys, handles)
+    try:
+        yield count
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,

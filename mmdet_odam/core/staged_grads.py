@@ -62,6 +62,42 @@ def only_through(ys: Tensor, stops: Sequence[Tensor],
     return True
 
 
+def group_tensors(groups: Sequence[Sequence[Tensor]]) -> List[Tensor]:
+    """The tensors of ``groups`` that require grad, in order (the tensors
+    of the first stage)."""
+    return [t for g in groups for t in g if t.requires_grad]
+
+
+def _nonzero_rows(first: dict):
+    """From first-stage gradients ``{j: (n, *shape) or None}`` of some
+    rows: the rows non-zero on any of them (positions (m,)) and their
+    gradients ``{j: (m, *shape)}`` (empty when none)."""
+    used = {j: g for j, g in first.items() if g is not None}
+    if not used:
+        return None, {}
+    hit = torch.stack([g.flatten(1).ne(0).any(1)
+                       for g in used.values()]).any(0)
+    sel = hit.nonzero().squeeze(1)
+    if len(sel) == 0:
+        return sel, {}
+    return sel, {j: g[sel] for j, g in used.items()}
+
+
+def _owned_rows(owned, rows: Tensor, js: Sequence[int]):
+    """As :func:`_nonzero_rows`, from an
+    :class:`~mmdet_odam.core.OwnedGrads`: only the gradients of the rows
+    whose owner reaches a tensor of ``js`` are built (a probe may reach
+    where the gradient is zero), then the non-zero ones kept."""
+    if not js:
+        return None, {}
+    hit = torch.stack([owned.reaches(j) for j in js]).any(0)
+    sel = hit[owned.owners[rows]].nonzero().squeeze(1)
+    if len(sel) == 0:
+        return sel, {}
+    nonzero, used = _nonzero_rows({j: owned.grads(rows[sel], j) for j in js})
+    return (None, {}) if nonzero is None else (sel[nonzero], used)
+
+
 def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
                      groups: Sequence[Sequence[Tensor]], rows: Tensor,
                      state: Optional[dict] = None
@@ -75,35 +111,35 @@ def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
             one group per head level); every path from ``ys`` to the
             leaves must pass through them (:func:`only_through`).
         rows (Tensor): (n,) rows of ``ys``.
-        state (dict, optional): shared between calls (vmap fallbacks).
+        state (dict, optional): shared between calls (vmap fallbacks);
+            ``state['owned']``, an :class:`~mmdet_odam.core.OwnedGrads` of
+            ``ys`` w.r.t. the groups' tensors, gives the first stage
+            without a backward.
 
     Returns:
         list: (n, *leaf.shape) per leaf, or None for a leaf no row uses
         (same as :func:`~mmdet_odam.core.row_grads`).
     """
     state = {} if state is None else state
-    mids = [t for g in groups for t in g if t.requires_grad]
-    first = row_grads(ys, mids, rows, state.setdefault('outputs', {}))
-    by_id = {id(t): g for t, g in zip(mids, first)}
-    n = len(rows)
+    mids = group_tensors(groups)
+    owned = state.get('owned')
+    if owned is None:
+        first = row_grads(ys, mids, rows, state.setdefault('outputs', {}))
+    index = {id(t): j for j, t in enumerate(mids)}
     out: List[Optional[Tensor]] = [None] * len(leaves)
     for gi, group in enumerate(groups):
-        used = [(t, by_id[id(t)]) for t in group
-                if id(t) in by_id and by_id[id(t)] is not None]
+        js = [index[id(t)] for t in group if id(t) in index]
+        sel, used = _owned_rows(owned, rows, js) if owned is not None \
+            else _nonzero_rows({j: first[j] for j in js})
         if not used:
             continue
-        hit = torch.stack([g.flatten(1).ne(0).any(1) for _, g in used]
-                          ).any(0)
-        sel = hit.nonzero().squeeze(1)
-        if len(sel) == 0:
-            continue
-        gs = batched_vjp([t for t, _ in used], leaves,
-                         [g[sel] for _, g in used],
+        gs = batched_vjp([mids[j] for j in used], leaves,
+                         [used[j] for j in used],
                          state.setdefault(('group', gi), {}))
         for k, g in enumerate(gs):
             if g is None:
                 continue
             if out[k] is None:
-                out[k] = leaves[k].new_zeros(n, *leaves[k].shape)
+                out[k] = leaves[k].new_zeros(len(rows), *leaves[k].shape)
             out[k].index_add_(0, sel, g.to(out[k].dtype))
     return out

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
-                    check_boxes, gaussian_smooth, level_to_image, match_boxes,
-                    odam_raw, only_through, row_grads, staged_row_grads,
-                    tokens_as_level_leaves, top_scoring,
-                    zero_nan_at_singular_nodes)
+                    check_boxes, gaussian_smooth, group_tensors,
+                    level_to_image, match_boxes, odam_raw, only_through,
+                    row_grads, singular_nodes_zeroed, split_by_owner,
+                    staged_row_grads, tokens_as_level_leaves, top_scoring)
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -71,8 +71,8 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
                   chunk_size: int = 16,
                   strides: Optional[Sequence[Tuple[float, float]]] = None,
                   layer_name: str = 'layer',
-                  groups: Optional[Sequence[Sequence[Tensor]]] = None
-                  ) -> List[Piece]:
+                  groups: Optional[Sequence[Sequence[Tensor]]] = None,
+                  owners: Optional[Tensor] = None) -> List[Piece]:
     """Exact ODAM maps of many scalar targets by chunked batched autograd.
 
     Args:
@@ -97,6 +97,12 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             a target's backward runs only the groups it depends on. Taken
             only with two groups or more and where
             :func:`~mmdet_odam.core.only_through` confirms it.
+        owners (Tensor, optional): (N,) the detection each target belongs
+            to: with ``groups``, the first stage is one backward per
+            target split by detection
+            (:func:`~mmdet_odam.core.split_by_owner`) where the
+            detections' elements of the groups are found disjoint, else
+            one backward per row.
 
     Returns:
         list[Piece]: ``(rows, (sy, sx), maps (n, h_l, w_l))`` raw maps per
@@ -114,17 +120,32 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     if not ys.requires_grad:
         raise ValueError('the targets do not depend on the explained layer '
                          f'{layer_name!r} (no autograd graph)')
-    zero_nan_at_singular_nodes(ys)
     if strides is None:
         strides = [(infer_stride(pad_shape[0], lf.shape[-2]),
                     infer_stride(pad_shape[1], lf.shape[-1]))
                    for lf in leaves]
-    pieces: List[Piece] = []
-    used = False
-    state: dict = {}
     if groups is not None and (len(groups) < 2 or not only_through(
             ys, [t for g in groups for t in g], leaves)):
         groups = None  # one group: the first stage would only add cost
+    state: dict = {}
+    if groups and owners is not None:  # probes before the NaN hooks
+        state['owned'] = split_by_owner(ys, owners, group_tensors(groups))
+    with singular_nodes_zeroed(ys):
+        pieces, used = _chunked_pieces(ys, leaves, img_inds, boxes, strides,
+                                       smoothing, grad_mode, chunk_size,
+                                       layer_name, groups, state)
+    if not used and ys.shape[0] > 0:
+        raise ValueError(f'The detections do not depend on layer '
+                         f'{layer_name!r} (no gradient reaches it)')
+    return pieces
+
+
+def _chunked_pieces(ys, leaves, img_inds, boxes, strides, smoothing,
+                    grad_mode, chunk_size, layer_name, groups, state):
+    """Raw map pieces of ``ys`` by chunks of rows (see
+    :func:`autograd_maps`), and whether any target reached a leaf."""
+    pieces: List[Piece] = []
+    used = False
     for s in range(0, ys.shape[0], int(chunk_size)):
         rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
                             device=ys.device)
@@ -146,10 +167,17 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             a = leaves[k].detach()[img_inds[rows]]
             m = apply_grad_mode(odam_raw(g, a), grad_mode)
             pieces.append((rows, st, m.detach()))
-    if not used and ys.shape[0] > 0:
-        raise ValueError(f'The detections do not depend on layer '
-                         f'{layer_name!r} (no gradient reaches it)')
-    return pieces
+    return pieces, used
+
+
+def same_box_owners(bboxes: Tensor) -> Tensor:
+    """(k,) owner of each detection for
+    :func:`~mmdet_odam.core.split_by_owner`: detections with identical
+    boxes (the classes of one candidate) share one; the split verifies
+    that the owners' elements are disjoint."""
+    same = (bboxes[:, None] == bboxes[None]).all(-1)
+    first = same.float().argmax(1)  # the first detection with this box
+    return torch.unique(first, return_inverse=True)[1]
 
 
 def level_groups_of(outputs) -> Optional[List[List[Tensor]]]:
@@ -460,7 +488,9 @@ class GenericExplainer(BaseExplainer):
         pieces = autograd_maps(ys, leaves, img_inds, pad, sb.repeat(t, 1),
                                self.smoothing, self.grad_mode,
                                self.chunk_size, layer_name=name,
-                               groups=groups)
+                               groups=groups,
+                               owners=same_box_owners(
+                                   inst.bboxes[keep].detach()).repeat(t))
         maps = render_pieces(pieces, k * t, meta)
         return {tg: maps[j * k:(j + 1) * k]
                 for j, tg in enumerate(self.scalar_targets)}

@@ -1,0 +1,147 @@
+"""Per-row gradients split by owner: one backward per target instead of one
+per row (pure torch).
+
+A detector's post-processing computes each detection's scalars (its score,
+its box coordinates) from its own candidate's entries of the head outputs:
+the rows of different detections depend on disjoint elements, the rows of
+one detection share them. Then the backward of the summed rows of one
+target, split by which detection each element belongs to, gives every
+row's gradient: ``t`` backwards for ``k`` detections x ``t`` targets
+instead of ``k * t``.
+
+Which elements a detection depends on is found, not assumed. A backward
+whose upstream gradient is NaN on some rows and 0 on the others leaves NaN
+on every element those rows reach through arithmetic (IEEE NaN propagates
+through every arithmetic op; backward formulas stop it only by masks and
+index selection, where the derivative is structurally zero): a superset of
+those rows' gradient support. ``2 * ceil(log2 k)`` such probes, the rows
+whose owner has bit b set and the rows where it is clear, give each
+element its owner's bits. An element reached by two owners is NaN in both
+probes of a bit where they differ, and an element whose gradient is NaN
+even for a zero upstream (``0 * inf``) is NaN in all of them: then the
+split declines (``None``) and the caller takes one backward per row.
+Probes must run on a graph without hooks that rewrite NaN gradients.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+
+def _probe(ys: Tensor, tensors: Sequence[Tensor],
+           rows: Tensor) -> List[Optional[Tensor]]:
+    """Where a backward with NaN upstream on ``rows`` (bool (N,)) and 0
+    elsewhere is NaN: bool per tensor, None for an unused tensor."""
+    up = torch.zeros_like(ys).masked_fill(rows, float('nan'))
+    gs = torch.autograd.grad(ys, tensors, up, retain_graph=True,
+                             allow_unused=True)
+    return [None if g is None else g.isnan() for g in gs]
+
+
+def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
+               ) -> Optional[List[Optional[Tensor]]]:
+    """The one owner each element of ``tensors`` is reached by.
+
+    Args:
+        ys (Tensor): (N,) rows (graph retained).
+        owners (Tensor): (N,) long, the owner of each row, in [0, k).
+        tensors (list[Tensor]): tensors on the graph of ``ys``.
+
+    Returns:
+        list or None: per tensor a long tensor of its shape, the owner of
+        each element or -1 where no row reaches it (None for a tensor no
+        row uses); None when an element is reached by two owners or is NaN
+        for a zero upstream.
+    """
+    k = int(owners.max()) + 1 if owners.numel() else 0
+    bits = max(1, math.ceil(math.log2(max(k, 1))))
+    maps: List[Optional[Tensor]] = [None] * len(tensors)
+    reached: List[Optional[Tensor]] = [None] * len(tensors)
+    for b in range(bits):
+        on = (owners >> b) & 1 == 1
+        for j, (p, q) in enumerate(zip(_probe(ys, tensors, on),
+                                       _probe(ys, tensors, ~on))):
+            if p is None:
+                continue
+            if bool((p & q).any()):
+                return None
+            if maps[j] is None:
+                maps[j] = torch.zeros(p.shape, dtype=torch.long,
+                                      device=p.device)
+                reached[j] = p | q
+            maps[j] |= p.long() << b
+    return [None if m is None else m.masked_fill(~r, -1)
+            for m, r in zip(maps, reached)]
+
+
+def owner_ranks(owners: Tensor) -> Tensor:
+    """(N,) how many earlier rows have the same owner (rows of one rank
+    have distinct owners)."""
+    same = owners[:, None] == owners[None, :]
+    return torch.tril(same, -1).sum(1)
+
+
+@dataclass
+class OwnedGrads:
+    """Every row's gradient w.r.t. ``tensors``, stored as owner maps and
+    one summed gradient per rank (see module doc)."""
+    owners: Tensor  # (N,)
+    ranks: Tensor  # (N,)
+    maps: List[Optional[Tensor]]  # per tensor: owner per element, -1 none
+    sums: List[List[Optional[Tensor]]]  # per rank, per tensor
+    _reach: dict = field(default_factory=dict, repr=False)
+
+    def reaches(self, j: int) -> Tensor:
+        """(k,) bool: the owners that reach tensor ``j``."""
+        if j not in self._reach:
+            k = int(self.owners.max()) + 1
+            hit = torch.zeros(k, dtype=torch.bool, device=self.owners.device)
+            if self.maps[j] is not None:
+                m = self.maps[j]
+                hit[m[m >= 0].unique()] = True
+            self._reach[j] = hit
+        return self._reach[j]
+
+    def grads(self, rows: Tensor, j: int) -> Optional[Tensor]:
+        """(n, *tensor.shape) gradients of ``rows`` w.r.t. tensor ``j``,
+        None where no row reaches it."""
+        owner_map = self.maps[j]
+        if owner_map is None:
+            return None
+        dtype = next(s[j].dtype for s in self.sums if s[j] is not None)
+        parts = []
+        for r in rows.tolist():
+            s = self.sums[int(self.ranks[r])][j]
+            parts.append(owner_map.new_zeros(owner_map.shape, dtype=dtype)
+                         if s is None else s * (owner_map == self.owners[r]))
+        return torch.stack(parts)
+
+
+def split_by_owner(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
+                   ) -> Optional[OwnedGrads]:
+    """Gradients of all rows of ``ys`` w.r.t. ``tensors`` from
+    ``2 ceil(log2 k)`` probes and one backward per rank, or None where the
+    owners' elements are not disjoint (see module doc).
+
+    Args:
+        ys (Tensor): (N,) rows (graph retained; no NaN-rewriting hooks).
+        owners (Tensor): (N,) long owner of each row, in [0, k).
+        tensors (list[Tensor]): tensors on the graph of ``ys``.
+    """
+    owners = owners.to(device=ys.device, dtype=torch.long)
+    if owners.shape != ys.shape:
+        raise ValueError(f'owners {tuple(owners.shape)} and rows '
+                         f'{tuple(ys.shape)} differ in shape')
+    maps = owner_maps(ys, owners, tensors)
+    if maps is None:
+        return None
+    ranks = owner_ranks(owners)
+    sums = []
+    for rank in range(int(ranks.max()) + 1 if ranks.numel() else 0):
+        up = (ranks == rank).to(ys.dtype)
+        sums.append(list(torch.autograd.grad(ys, tensors, up,
+                                             retain_graph=True,
+                                             allow_unused=True)))
+    return OwnedGrads(owners, ranks, maps, sums)
