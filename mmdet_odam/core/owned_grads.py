@@ -50,7 +50,7 @@ def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
         tensors (list[Tensor]): tensors on the graph of ``ys``.
 
     Returns:
-        list or None: per tensor a long tensor of its shape, the owner of
+        list or None: per tensor an int32 tensor of its shape, the owner of
         each element or -1 where no row reaches it (None for a tensor no
         row uses); None when an element is reached by two owners or is NaN
         for a zero upstream.
@@ -68,10 +68,10 @@ def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
             if bool((p & q).any()):
                 return None
             if maps[j] is None:
-                maps[j] = torch.zeros(p.shape, dtype=torch.long,
+                maps[j] = torch.zeros(p.shape, dtype=torch.int32,
                                       device=p.device)
                 reached[j] = p | q
-            maps[j] |= p.long() << b
+            maps[j] |= p.int() << b
     return [None if m is None else m.masked_fill(~r, -1)
             for m, r in zip(maps, reached)]
 
