@@ -8,6 +8,7 @@ from .boxes import (box_iou, box_wh_in_cells, check_boxes, match_boxes,
                     top_scoring)
 from .grads import (as_leaves, row_grads, singular_nodes_zeroed,
                     tokens_as_level_leaves, zero_nan_at_singular_nodes)
+from .local_grads import CroppedLevel, NotLocal, receptive_radius
 from .normalize import minmax_normalize
 from .owned_grads import OwnedGrads, split_by_owner
 from .staged_grads import group_tensors, only_through, staged_row_grads
@@ -20,6 +21,7 @@ __all__ = [
     'top_scoring', 'as_leaves', 'row_grads', 'tokens_as_level_leaves',
     'zero_nan_at_singular_nodes', 'singular_nodes_zeroed', 'only_through',
     'staged_row_grads', 'group_tensors', 'OwnedGrads', 'split_by_owner',
+    'CroppedLevel', 'NotLocal', 'receptive_radius',
     'gather_patches', 'interp_matrix', 'render_local', 'level_to_image',
     'level_to_padded', 'paste_patches', 'render_patches',
     'sample_level_maps', 'minmax_normalize', 'GRAD_MODES', 'apply_grad_mode',

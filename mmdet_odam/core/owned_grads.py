@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .windows import gather_windows
+
 
 def _probe(ys: Tensor, tensors: Sequence[Tensor],
            rows: Tensor) -> List[Optional[Tensor]]:
@@ -92,6 +94,7 @@ class OwnedGrads:
     maps: List[Optional[Tensor]]  # per tensor: owner per element, -1 none
     sums: List[List[Optional[Tensor]]]  # per rank, per tensor
     _reach: dict = field(default_factory=dict, repr=False)
+    _boxes: dict = field(default_factory=dict, repr=False)
 
     def reaches(self, j: int) -> Tensor:
         """(k,) bool: the owners that reach tensor ``j``."""
@@ -117,6 +120,56 @@ class OwnedGrads:
             parts.append(owner_map.new_zeros(owner_map.shape, dtype=dtype)
                          if s is None else s * (owner_map == self.owners[r]))
         return torch.stack(parts)
+
+    def boxes(self, j: int) -> Optional[Tensor]:
+        """(k, 5) per owner: the image, first / last row and first / last
+        column of the elements of tensor ``j`` ((B, C, H, W)) it reaches
+        (zeros for an owner that reaches none, see :meth:`reaches`); None
+        when ``j`` is not 4-D or an owner reaches two images."""
+        if j in self._boxes:
+            return self._boxes[j]
+        om, res = self.maps[j], None
+        if om is not None and om.dim() == 4:
+            k = int(self.owners.max()) + 1
+            at = (om >= 0).nonzero()  # (P, 4): b, c, y, x
+            own = om[om >= 0].long()
+            cols = []
+            for d in (0, 2, 3):
+                v = at[:, d]
+                lo = v.new_full((k, ), 1 << 30).scatter_reduce(
+                    0, own, v, 'amin')
+                hi = v.new_full((k, ), -1).scatter_reduce(0, own, v, 'amax')
+                cols.append((lo, hi))
+            if bool((cols[0][0] == cols[0][1])[cols[0][1] >= 0].all()):
+                none = cols[0][1] < 0
+                res = torch.stack([cols[0][1].clamp(min=0)] + [
+                    torch.where(none, 0, c) for lo, hi in cols[1:]
+                    for c in (lo, hi)], 1)
+        self._boxes[j] = res
+        return res
+
+    def window_grads(self, rows: Tensor, j: int, place) -> Optional[Tensor]:
+        """(n, C, h, w) gradients of ``rows`` w.r.t. tensor ``j`` in
+        windows ``place`` = ``(img, y0, x0, (h, w))`` (one per row, inside
+        the map); None where no row reaches the tensor."""
+        om = self.maps[j]
+        if om is None:
+            return None
+        img, y0, x0, size = place
+        ranks = self.ranks[rows]
+        out = None
+        for rank in ranks.unique().tolist():
+            s = self.sums[int(rank)][j]
+            if s is None:
+                continue
+            sel = (ranks == rank).nonzero().squeeze(1)
+            at = (img[sel], y0[sel], x0[sel], size)
+            mine = gather_windows(om, *at) == self.owners[rows[sel]].to(
+                om.dtype)[:, None, None, None]
+            if out is None:
+                out = s.new_zeros(len(rows), s.shape[1], *size)
+            out[sel] = gather_windows(s, *at) * mine
+        return out
 
 
 def split_by_owner(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]

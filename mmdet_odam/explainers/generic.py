@@ -37,8 +37,10 @@ from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
                     level_to_image, match_boxes, odam_raw, only_through,
                     row_grads, singular_nodes_zeroed, split_by_owner,
                     staged_row_grads, tokens_as_level_leaves, top_scoring)
+from ..core.windows import Windows, windowed_odam_raw
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
+from .head_levels import cropped_levels, level_groups_of
 from .results import Explanation
 from .targets import (BOX_COORDS, Target, box_target, parse_grad_mode,
                       parse_smoothing)
@@ -72,7 +74,8 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
                   strides: Optional[Sequence[Tuple[float, float]]] = None,
                   layer_name: str = 'layer',
                   groups: Optional[Sequence[Sequence[Tensor]]] = None,
-                  owners: Optional[Tensor] = None) -> List[Piece]:
+                  owners: Optional[Tensor] = None,
+                  local: Optional[dict] = None) -> List[Piece]:
     """Exact ODAM maps of many scalar targets by chunked batched autograd.
 
     Args:
@@ -103,6 +106,10 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             (:func:`~mmdet_odam.core.split_by_owner`) where the
             detections' elements of the groups are found disjoint, else
             one backward per row.
+        local (dict, optional): with ``groups``, ``{group index:
+            CroppedLevel}``: the second stage of those groups on crops
+            (:mod:`mmdet_odam.core.local_grads`); one group is then
+            enough for two stages.
 
     Returns:
         list[Piece]: ``(rows, (sy, sx), maps (n, h_l, w_l))`` raw maps per
@@ -124,16 +131,21 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
         strides = [(infer_stride(pad_shape[0], lf.shape[-2]),
                     infer_stride(pad_shape[1], lf.shape[-1]))
                    for lf in leaves]
-    if groups is not None and (len(groups) < 2 or not only_through(
-            ys, [t for g in groups for t in g], leaves)):
+    if groups is not None and ((len(groups) < 2 and not local) or
+                               not only_through(
+                                   ys, [t for g in groups for t in g],
+                                   leaves)):
         groups = None  # one group: the first stage would only add cost
-    state: dict = {}
+    state: dict = {'local': dict(local or {})}
     if groups and owners is not None:  # probes before the NaN hooks
         state['owned'] = split_by_owner(ys, owners, group_tensors(groups))
+    # the rows of one detection in one chunk: they share their crops
+    order = torch.arange(len(ys), device=ys.device) if owners is None \
+        else torch.argsort(owners.to(ys.device), stable=True)
     with singular_nodes_zeroed(ys):
         pieces, used = _chunked_pieces(ys, leaves, img_inds, boxes, strides,
                                        smoothing, grad_mode, chunk_size,
-                                       layer_name, groups, state)
+                                       layer_name, groups, state, order)
     if not used and ys.shape[0] > 0:
         raise ValueError(f'The detections do not depend on layer '
                          f'{layer_name!r} (no gradient reaches it)')
@@ -141,14 +153,13 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
 
 
 def _chunked_pieces(ys, leaves, img_inds, boxes, strides, smoothing,
-                    grad_mode, chunk_size, layer_name, groups, state):
-    """Raw map pieces of ``ys`` by chunks of rows (see
+                    grad_mode, chunk_size, layer_name, groups, state, order):
+    """Raw map pieces of ``ys`` by chunks of rows taken in ``order`` (see
     :func:`autograd_maps`), and whether any target reached a leaf."""
     pieces: List[Piece] = []
     used = False
     for s in range(0, ys.shape[0], int(chunk_size)):
-        rows = torch.arange(s, min(ys.shape[0], s + int(chunk_size)),
-                            device=ys.device)
+        rows = order[s:s + int(chunk_size)]
         if groups:
             gs = staged_row_grads(ys, leaves, groups, rows, state)
         else:
@@ -157,17 +168,35 @@ def _chunked_pieces(ys, leaves, img_inds, boxes, strides, smoothing,
             if g is None or leaves[k].dim() != 4:
                 continue
             used = True
-            g = finite_grad(g[torch.arange(len(rows), device=g.device),
-                              img_inds[rows]], layer_name)
             st = strides[k]
+            sel = rows[g.rows] if isinstance(g, Windows) else rows
+            sigmas = None
             if smoothing == 'gaussian':
-                wh = box_wh_in_cells(boxes[rows].detach().float(), st)
+                wh = box_wh_in_cells(boxes[sel].detach().float(), st)
                 wh = torch.nan_to_num(wh, nan=0.0, posinf=1e4, neginf=0.0)
-                g = gaussian_smooth(g, box_sigmas(wh))
-            a = leaves[k].detach()[img_inds[rows]]
-            m = apply_grad_mode(odam_raw(g, a), grad_mode)
-            pieces.append((rows, st, m.detach()))
+                sigmas = box_sigmas(wh)
+            if isinstance(g, Windows):
+                raw = _windows_raw(g, leaves[k], img_inds[sel], sigmas,
+                                   layer_name)
+            else:
+                g = finite_grad(g[torch.arange(len(rows), device=g.device),
+                                  img_inds[rows]], layer_name)
+                if sigmas is not None:
+                    g = gaussian_smooth(g, sigmas)
+                raw = odam_raw(g, leaves[k].detach()[img_inds[rows]])
+            pieces.append((sel, st, apply_grad_mode(raw, grad_mode).detach()))
     return pieces, used
+
+
+def _windows_raw(g: Windows, leaf: Tensor, img_inds: Tensor, sigmas,
+                 layer_name: str) -> Tensor:
+    """(m, h, w) raw maps of windowed gradients (each row's own image
+    only, as the dense path takes it)."""
+    finite_grad(g.values, layer_name)
+    own = (g.img == img_inds.to(g.img.device)).to(g.values.dtype)
+    win = Windows(g.img, g.y0, g.x0, g.values * own[:, None, None, None],
+                  g.shape)
+    return windowed_odam_raw(win, leaf.detach(), sigmas)
 
 
 def same_box_owners(bboxes: Tensor) -> Tensor:
@@ -178,28 +207,6 @@ def same_box_owners(bboxes: Tensor) -> Tensor:
     same = (bboxes[:, None] == bboxes[None]).all(-1)
     first = same.float().argmax(1)  # the first detection with this box
     return torch.unique(first, return_inverse=True)[1]
-
-
-def level_groups_of(outputs) -> Optional[List[List[Tensor]]]:
-    """A dense head's forward outputs grouped by level: ``(cls_scores,
-    bbox_preds, ...)``, lists of one tensor per level, give one group per
-    level; all other output tensors form one more group (they may share
-    their graph, e.g. a DETR head's scores and boxes its decoder). None
-    when no output tensor requires grad."""
-    outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
-    lists = [o for o in outs if isinstance(o, (tuple, list)) and o and all(
-        isinstance(t, Tensor) for t in o)]
-    n = max((len(o) for o in lists), default=0)
-    groups: List[List[Tensor]] = [[] for _ in range(n + 1)]  # last: rest
-    for o in outs:
-        if isinstance(o, Tensor):
-            groups[n].append(o)
-        elif any(o is lst for lst in lists):
-            for lvl, t in enumerate(o):
-                groups[lvl if len(o) == n else n].append(t)
-    groups = [[t for t in g if t.requires_grad] for g in groups]
-    groups = [g for g in groups if g]
-    return groups or None
 
 
 def render_pieces(pieces: Sequence[Piece], n: int, meta: dict) -> Tensor:
@@ -303,6 +310,9 @@ class GenericExplainer(BaseExplainer):
     #: outputs, so a detection's backward runs its own level only) where
     #: the graph allows it; ``False`` gives the plain one-stage oracle
     staged_grads = True
+    #: take the second stage of a dense head's levels proved local on
+    #: crops around the detections (``False``: the full-map backward)
+    cropped_grads = True
 
     def __init__(self, model, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
@@ -381,7 +391,8 @@ class GenericExplainer(BaseExplainer):
         head_outs: List = []
         head = getattr(model, 'bbox_head', None)
         if not two_stage and isinstance(head, torch.nn.Module):
-            hooks.forward(head, lambda mod, inp, out: head_outs.append(out))
+            hooks.forward(head, lambda mod, inp, out: head_outs.append(
+                (inp, out)))
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them
@@ -395,8 +406,11 @@ class GenericExplainer(BaseExplainer):
         leaves = [lf for call in store for lf in call]
         if last_only:
             leaves = leaves[-1:]
-        groups = level_groups_of(head_outs[0]) \
+        groups = level_groups_of(head_outs[0][1]) \
             if self.staged_grads and len(head_outs) == 1 else None
+        local = cropped_levels(head, head_outs[0][0][0], head_outs[0][1],
+                               leaves) \
+            if groups and self.cropped_grads and head_outs[0][0] else None
         pad = tuple(int(v) for v in data_samples[0].metainfo.get(
             'batch_input_shape', inputs.shape[-2:]))
         out = []
@@ -426,7 +440,7 @@ class GenericExplainer(BaseExplainer):
             mask_y = None if not mask_logits else self._mask_targets(
                 mask_logits, results, i, keep, inst.labels[keep])
             raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
-                             name, mask_y, groups)
+                             name, mask_y, groups, local)
             out.append(Explanation(
                 bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
                 labels=inst.labels[keep].detach().cpu(),
@@ -463,7 +477,8 @@ class GenericExplainer(BaseExplainer):
         return (m * (m > cut).detach()).sum((1, 2))
 
     def _maps(self, inst, keep, img_idx, leaves, pad, meta, sf, shown,
-              name, mask_y=None, groups=None) -> Dict[Target, Tensor]:
+              name, mask_y=None, groups=None,
+              local=None) -> Dict[Target, Tensor]:
         k = len(keep)
         ys = []
         for tg in self.scalar_targets:
@@ -488,7 +503,7 @@ class GenericExplainer(BaseExplainer):
         pieces = autograd_maps(ys, leaves, img_inds, pad, sb.repeat(t, 1),
                                self.smoothing, self.grad_mode,
                                self.chunk_size, layer_name=name,
-                               groups=groups,
+                               groups=groups, local=local,
                                owners=same_box_owners(
                                    inst.bboxes[keep].detach()).repeat(t))
         maps = render_pieces(pieces, k * t, meta)

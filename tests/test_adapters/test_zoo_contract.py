@@ -227,7 +227,7 @@ def test_zoo_explain_support(name):
 #: detection, and why (the split proves disjointness and declines).
 SPLIT_DECLINED = {'PAA': 'sqrt of exact zeros: NaN for a zero upstream'}
 DENSE_GENERIC = [n for n in ZOO if n not in (
-    'CenterNet', 'Faster R-CNN', 'Mask R-CNN', 'Cascade R-CNN',
+    'Faster R-CNN', 'Mask R-CNN', 'Cascade R-CNN',
     'Libra R-CNN', 'Sparse R-CNN', 'QueryInst', 'DETR', 'Conditional DETR',
     'DAB-DETR', 'Deformable DETR', 'DINO')]
 
@@ -254,6 +254,49 @@ def test_generic_first_stage_is_split_by_detection(name, monkeypatch):
     build_explainer(model, method='odam_generic', targets=BASE).explain(
         inputs, samples, score_thr=0.0, topk=K)
     assert taken == [name not in SPLIT_DECLINED], SPLIT_DECLINED.get(name)
+
+
+#: Dense families whose head levels are proved local (no GroupNorm,
+#: deformable convolution or global op in their towers): the generic path's
+#: second stage runs on crops around the detections.
+CROPPED = ('RetinaNet', 'FSAF', 'FoveaBox', 'CenterNet', 'YOLOv3', 'YOLOX',
+           'RTMDet', 'RTMDet-Ins', 'SSDLite')
+#: ... except where a window covers more than half of the detections' level
+WHOLE_LEVEL = {'RTMDet-Ins': "the tiny model's top detections lie on its "
+                             '4x5 level'}
+
+
+@pytest.mark.parametrize('name', DENSE_GENERIC)
+def test_generic_second_stage_on_crops_where_local(name, monkeypatch):
+    """Levels proved local exactly on the families with local towers, and
+    their crops taken; equality with the one-stage backward is
+    :func:`assert_staged_equals_plain` in the contract test."""
+    import mmdet_odam.explainers.generic as generic
+    from mmdet_odam.core.local_grads import CroppedLevel
+    from mmdet_odam.explainers import build_explainer
+    built, taken = [], []
+    vjp_at, levels = CroppedLevel.vjp_at, generic.cropped_levels
+
+    def spy_levels(*args):
+        found = levels(*args)
+        built.append(bool(found))
+        return found
+
+    def spy_vjp(self, place, ups):
+        out = vjp_at(self, place, ups)
+        assert self.declined is None, self.declined  # same forward
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(generic, 'cropped_levels', spy_levels)
+    monkeypatch.setattr(CroppedLevel, 'vjp_at', spy_vjp)
+    model = zoo_model(name)
+    inputs, samples = zoo_inputs(model)
+    build_explainer(model, method='odam_generic', targets=BASE).explain(
+        inputs, samples, score_thr=0.0, topk=K)
+    assert built == [name in CROPPED]
+    assert any(taken) == (name in CROPPED and name not in WHOLE_LEVEL), \
+        WHOLE_LEVEL.get(name, taken)
 
 
 @pytest.mark.parametrize('name', ['DINO', 'Deformable DETR'])
