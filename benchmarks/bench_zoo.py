@@ -142,7 +142,8 @@ def bench_family(entry, args):
                detections=len(exp[0]), targets=args.targets,
                predict_s=pred, explain_s=expl, ratio=expl / pred,
                predict_runs=t_pred, explain_runs=t_expl, plan=rows,
-               fast=fast, target=TARGET_FAST if fast else TARGET_GENERIC)
+               fast=fast, target=TARGET_FAST if fast else TARGET_GENERIC,
+               second_stage=getattr(explainer, 'second_stage', None))
     out['meets_target'] = out['ratio'] <= out['target']
     if not out['meets_target']:
         fwd, bwd = explained_part_cost(model, inputs, samples,
@@ -153,6 +154,8 @@ def bench_family(entry, args):
 
 def fmt_row(r):
     paths = sorted({f"{p['adapter']}/{p['path']}" for p in r['plan']})
+    if r.get('second_stage') not in (None, 'autograd'):
+        paths = [f"{p} ({r['second_stage']})" for p in paths]
     why = ''
     if 'forward_grad_s' in r:
         bwd = r['backward_s']

@@ -193,6 +193,9 @@ class CroppedLevel:
     radius: Tuple[int, int]
     max_fraction: float = 0.5
     declined: Optional[str] = field(default=None)
+    #: calls that took the crops (for reports)
+    taken: int = 0
+    kind = 'crops'
     #: legacy vmap (``is_grads_batched``) has no batching rule for
     #: convolution_backward: one backward per batch slot of the windows
     _vmap_state: dict = field(default_factory=lambda: {'loop': True},
@@ -207,6 +210,61 @@ class CroppedLevel:
         if size[0] * size[1] > self.max_fraction * hw[0] * hw[1]:
             return None
         return img, y0, x0, size
+
+    def _leaf_index(self, leaves) -> Optional[int]:
+        if self.declined is not None:
+            return None
+        return next((i for i, lf in enumerate(leaves) if lf is self.leaf),
+                    None)
+
+    def owned_vjp(self, owned, rows: Tensor, js: Sequence[int], mids,
+                  leaves) -> Optional[list]:
+        """Second stage (:func:`~mmdet_odam.core.staged_row_grads`) with
+        the upstream of ``rows`` taken from an
+        :class:`~mmdet_odam.core.OwnedGrads` in windows (no dense
+        first-stage gradients): ``[(leaf index, Windows)]`` (empty when no
+        row reaches the level or all its gradients are zero), or None
+        where the windows do not apply."""
+        k = self._leaf_index(leaves)
+        got = None if k is None else owned.union_boxes(js)
+        if got is None:
+            return None
+        reach, boxes = got
+        sel = reach[owned.owners[rows]].nonzero().squeeze(1)
+        if len(sel) == 0:
+            return []
+        place = self.windows(boxes[owned.owners[rows[sel]]])
+        if place is None:
+            return None
+        j_of = {id(mids[j]): j for j in js}
+        ups = [None if id(o) not in j_of else
+               owned.window_grads(rows[sel], j_of[id(o)], place)
+               for o in self.outputs]
+        live = torch.stack([u.flatten(1).ne(0).any(1) for u in ups
+                            if u is not None]).any(0)
+        if not bool(live.any()):
+            return []
+        keep = live.nonzero().squeeze(1)
+        place = tuple(p[keep] for p in place[:3]) + (place[3], )
+        part = self.vjp_at(place, [None if u is None else u[keep]
+                                   for u in ups])
+        if part is None:
+            return None
+        part.rows = sel[keep]
+        return [(k, part)]
+
+    def dense_vjp(self, sel: Tensor, grads_by_id: dict,
+                  leaves) -> Optional[list]:
+        """Second stage from dense first-stage gradients of rows ``sel``
+        (``{id(output): (m, B, C_o, H, W)}``): ``[(leaf index, Windows)]``
+        or None where the crops decline."""
+        k = self._leaf_index(leaves)
+        part = None if k is None else self.vjp(
+            [grads_by_id.get(id(o)) for o in self.outputs])
+        if part is None:
+            return None
+        part.rows = sel
+        return [(k, part)]
 
     def vjp(self, grads: Sequence[Optional[Tensor]]) -> Optional[Windows]:
         """Gradients for dense upstream ``grads`` ((m, B, C_o, H, W) per
@@ -262,6 +320,7 @@ class CroppedLevel:
             batched.append(up)
         g = batched_vjp([outs[k] for k in used], [crops], batched,
                         self._vmap_state)[0][slot, win]  # (m, C, h, w)
+        self.taken += 1
         return Windows(img, y0, x0, g, tuple(self.leaf.shape))
 
     def _same_outputs(self, outs: List[Tensor], mask: Tensor, keys: Tensor,

@@ -148,6 +148,29 @@ class OwnedGrads:
         self._boxes[j] = res
         return res
 
+    def union_boxes(self, js: Sequence[int]):
+        """``(reach (k,), boxes (k, 5))``: whether each owner reaches any
+        tensor of ``js`` (all (B, C, H, W) of one size) and the box of
+        :meth:`boxes` holding all it reaches; None where a box is None or
+        an owner reaches two images."""
+        found = [(self.reaches(j), self.boxes(j)) for j in js
+                 if self.maps[j] is not None]
+        if not found or any(b is None for _, b in found):
+            return None
+        big = 1 << 30
+        reach = torch.stack([r for r, _ in found])  # (J, k)
+        box = torch.stack([b for _, b in found])  # (J, k, 5)
+        lo = torch.where(reach[..., None], box[..., [1, 3]], big).amin(0)
+        hi = torch.where(reach[..., None], box[..., [2, 4]], -1).amax(0)
+        img_hi = torch.where(reach, box[..., 0], -1).amax(0)
+        img_lo = torch.where(reach, box[..., 0], big).amin(0)
+        any_reach = reach.any(0)
+        if bool((img_hi != img_lo)[any_reach].any()):
+            return None
+        boxes = torch.stack([img_hi, lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]],
+                            1)
+        return any_reach, torch.where(any_reach[:, None], boxes, 0)
+
     def window_grads(self, rows: Tensor, j: int, place) -> Optional[Tensor]:
         """(n, C, h, w) gradients of ``rows`` w.r.t. tensor ``j`` in
         windows ``place`` = ``(img, y0, x0, (h, w))`` (one per row, inside

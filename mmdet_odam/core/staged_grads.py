@@ -116,15 +116,17 @@ def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
             ``state['owned']``, an :class:`~mmdet_odam.core.OwnedGrads` of
             ``ys`` w.r.t. the groups' tensors, gives the first stage
             without a backward; ``state['local']``, ``{group index:
-            CroppedLevel}`` whose outputs are that group's tensors, takes
-            the second stage of that group on crops
-            (:class:`~mmdet_odam.core.CroppedLevel`) where they fit.
+            second stage}``, takes the second stage of that group without
+            autograd where it fits: an object with ``owned_vjp(owned,
+            rows, js, mids, leaves)`` and ``dense_vjp(sel, grads_by_id,
+            leaves)``, each giving ``[(leaf index, Windows)]`` or None to
+            decline (e.g. :class:`~mmdet_odam.core.CroppedLevel`).
 
     Returns:
         list: (n, *leaf.shape) per leaf, or None for a leaf no row uses
-        (same as :func:`~mmdet_odam.core.row_grads`); a leaf reached on
-        crops alone gets :class:`~mmdet_odam.core.windows.Windows` of
-        those rows instead (``.dense(n)`` gives the tensor).
+        (same as :func:`~mmdet_odam.core.row_grads`); a leaf reached
+        through windowed second stages alone gets the list of their
+        :class:`~mmdet_odam.core.windows.Windows` instead (their sum).
     """
     state = {} if state is None else state
     mids = group_tensors(groups)
@@ -135,98 +137,45 @@ def staged_row_grads(ys: Tensor, leaves: Sequence[Tensor],
     out: List[Optional[object]] = [None] * len(leaves)
     for gi, group in enumerate(groups):
         js = [index[id(t)] for t in group if id(t) in index]
-        local = state.get('local', {}).get(gi)
-        k = _leaf_index(local, leaves)
-        if k is not None and owned is not None:
-            done, part = _owned_on_crops(local, owned, rows, js, mids)
-            if part is not None:
-                _accumulate(out, k, part, leaves, len(rows))
-            if done:
+        second = state.get('local', {}).get(gi)
+        parts = None
+        if second is not None and owned is not None:
+            parts = second.owned_vjp(owned, rows, js, mids, leaves)
+        if parts is None:
+            sel, used = _owned_rows(owned, rows, js) if owned is not None \
+                else _nonzero_rows({j: first[j] for j in js})
+            if not used:
                 continue
-        sel, used = _owned_rows(owned, rows, js) if owned is not None \
-            else _nonzero_rows({j: first[j] for j in js})
-        if not used:
-            continue
-        if k is not None:
-            by_id = {id(mids[j]): g for j, g in used.items()}
-            part = local.vjp([by_id.get(id(o)) for o in local.outputs])
-            if part is not None:
-                part.rows = sel
-                _accumulate(out, k, part, leaves, len(rows))
-                continue
-        gs = batched_vjp([mids[j] for j in used], leaves,
-                         [used[j] for j in used],
-                         state.setdefault(('group', gi), {}))
-        for kk, g in enumerate(gs):
-            if g is not None:
-                _accumulate(out, kk, (sel, g), leaves, len(rows))
+            if second is not None:
+                parts = second.dense_vjp(
+                    sel, {id(mids[j]): g for j, g in used.items()}, leaves)
+        if parts is None:
+            gs = batched_vjp([mids[j] for j in used], leaves,
+                             [used[j] for j in used],
+                             state.setdefault(('group', gi), {}))
+            parts = [(k, (sel, g)) for k, g in enumerate(gs)
+                     if g is not None]
+        for k, part in parts:
+            _accumulate(out, k, part, leaves, len(rows))
     return out
-
-
-def _leaf_index(local, leaves) -> Optional[int]:
-    """The leaf a :class:`~mmdet_odam.core.CroppedLevel` maps from (None
-    without one, or when it is not among ``leaves``)."""
-    if local is None or local.declined is not None:
-        return None
-    return next((i for i, lf in enumerate(leaves) if lf is local.leaf),
-                None)
 
 
 def _accumulate(out: list, k: int, part, leaves, n: int):
     """Add ``part`` (``(sel, (m, *leaf.shape))`` or :class:`Windows` with
-    its rows) to ``out[k]``: windows stay windows alone, else dense."""
-    if isinstance(part, Windows) and out[k] is None:
-        out[k] = part
+    its rows) to ``out[k]``: windows alone stay a list of windows, else
+    the sum is dense."""
+    if isinstance(part, Windows):
+        if out[k] is None or isinstance(out[k], list):
+            out[k] = (out[k] or []) + [part]
+        else:
+            part.add_to(out[k])
         return
-    if isinstance(out[k], Windows):
-        out[k] = out[k].dense(n)
+    if isinstance(out[k], list):
+        dense = leaves[k].new_zeros(n, *leaves[k].shape)
+        for w in out[k]:
+            w.add_to(dense)
+        out[k] = dense
     if out[k] is None:
         out[k] = leaves[k].new_zeros(n, *leaves[k].shape)
-    if isinstance(part, Windows):
-        out[k] += part.dense(n).to(out[k].dtype)
-    else:
-        sel, g = part
-        out[k].index_add_(0, sel, g.to(out[k].dtype))
-
-
-def _owned_on_crops(local, owned, rows: Tensor, js: Sequence[int], mids):
-    """The second stage of one group on crops, its upstream taken from
-    ``owned`` in windows (no dense first-stage gradients): ``(True,
-    Windows or None)`` (None: no row reaches the group or all its gradients
-    are zero), or ``(False, None)`` where the windows do not apply (the
-    caller takes the dense way)."""
-    hit = torch.stack([owned.reaches(j) for j in js]).any(0)
-    sel = hit[owned.owners[rows]].nonzero().squeeze(1)
-    if len(sel) == 0:
-        return True, None
-    boxes = [(owned.reaches(j), owned.boxes(j)) for j in js
-             if owned.maps[j] is not None]
-    if any(b is None for _, b in boxes):
-        return False, None
-    big = 1 << 30
-    lo = torch.stack([torch.where(r[:, None], b[:, [1, 3]], big)
-                      for r, b in boxes]).amin(0)
-    hi = torch.stack([torch.where(r[:, None], b[:, [2, 4]], -1)
-                      for r, b in boxes]).amax(0)
-    img = torch.stack([torch.where(r, b[:, 0], -1)
-                       for r, b in boxes]).amax(0)
-    union = torch.stack([img, lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], 1)
-    own = owned.owners[rows[sel]]
-    place = local.windows(union[own])
-    if place is None:
-        return False, None
-    j_of = {id(mids[j]): j for j in js}
-    ups = [None if id(o) not in j_of else
-           owned.window_grads(rows[sel], j_of[id(o)], place)
-           for o in local.outputs]
-    live = torch.stack([u.flatten(1).ne(0).any(1) for u in ups
-                        if u is not None]).any(0)
-    if not bool(live.any()):
-        return True, None
-    keep = live.nonzero().squeeze(1)
-    place = tuple(p[keep] for p in place[:3]) + (place[3], )
-    part = local.vjp_at(place, [None if u is None else u[keep] for u in ups])
-    if part is None:
-        return False, None
-    part.rows = sel[keep]
-    return True, part
+    sel, g = part
+    out[k].index_add_(0, sel, g.to(out[k].dtype))

@@ -57,12 +57,16 @@ class Windows:
 
     def dense(self, n: int) -> Tensor:
         """(n, B, C, H, W) with the windows at :attr:`rows`."""
-        out = self.values.new_zeros(n, *self.shape)
+        return self.add_to(self.values.new_zeros(n, *self.shape))
+
+    def add_to(self, out: Tensor) -> Tensor:
+        """Add the windows into ``out`` ((n, B, C, H, W)) in place."""
         rows = self.rows if self.rows is not None else torch.arange(
             len(self.img), device=self.img.device)
         iy, ix = window_index(self.y0, self.x0, self.values.shape[-2:])
-        out[rows[:, None, None], self.img[:, None, None], :, iy, ix] = \
-            self.values.permute(0, 2, 3, 1)
+        # one window per row: no index repeats within the add
+        out[rows[:, None, None], self.img[:, None, None], :, iy, ix] += \
+            self.values.permute(0, 2, 3, 1).to(out.dtype)
         return out
 
 

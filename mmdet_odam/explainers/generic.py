@@ -41,6 +41,7 @@ from ..core.windows import Windows, windowed_odam_raw
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .head_levels import cropped_levels, level_groups_of
+from .roi_stages import roi_stages
 from .results import Explanation
 from .targets import (BOX_COORDS, Target, box_target, parse_grad_mode,
                       parse_smoothing)
@@ -139,6 +140,9 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
     state: dict = {'local': dict(local or {})}
     if groups and owners is not None:  # probes before the NaN hooks
         state['owned'] = split_by_owner(ys, owners, group_tensors(groups))
+    if groups and state.get('owned') is None and state['local'] and all(
+            getattr(s, 'needs_split', False) for s in state['local'].values()):
+        groups = None  # per-row stages through every group cost more
     # the rows of one detection in one chunk: they share their crops
     order = torch.arange(len(ys), device=ys.device) if owners is None \
         else torch.argsort(owners.to(ys.device), stable=True)
@@ -169,34 +173,55 @@ def _chunked_pieces(ys, leaves, img_inds, boxes, strides, smoothing,
                 continue
             used = True
             st = strides[k]
-            sel = rows[g.rows] if isinstance(g, Windows) else rows
             sigmas = None
             if smoothing == 'gaussian':
-                wh = box_wh_in_cells(boxes[sel].detach().float(), st)
+                wh = box_wh_in_cells(boxes[rows].detach().float(), st)
                 wh = torch.nan_to_num(wh, nan=0.0, posinf=1e4, neginf=0.0)
                 sigmas = box_sigmas(wh)
-            if isinstance(g, Windows):
-                raw = _windows_raw(g, leaves[k], img_inds[sel], sigmas,
-                                   layer_name)
+            if isinstance(g, list):  # windows (their sum)
+                sel, raw = _windows_raw(g, leaves[k], img_inds[rows], sigmas,
+                                        layer_name)
+                sel = rows[sel]
             else:
                 g = finite_grad(g[torch.arange(len(rows), device=g.device),
                                   img_inds[rows]], layer_name)
                 if sigmas is not None:
                     g = gaussian_smooth(g, sigmas)
-                raw = odam_raw(g, leaves[k].detach()[img_inds[rows]])
+                sel, raw = rows, odam_raw(
+                    g, leaves[k].detach()[img_inds[rows]])
             pieces.append((sel, st, apply_grad_mode(raw, grad_mode).detach()))
     return pieces, used
 
 
-def _windows_raw(g: Windows, leaf: Tensor, img_inds: Tensor, sigmas,
-                 layer_name: str) -> Tensor:
-    """(m, h, w) raw maps of windowed gradients (each row's own image
-    only, as the dense path takes it)."""
-    finite_grad(g.values, layer_name)
-    own = (g.img == img_inds.to(g.img.device)).to(g.values.dtype)
-    win = Windows(g.img, g.y0, g.x0, g.values * own[:, None, None, None],
-                  g.shape)
-    return windowed_odam_raw(win, leaf.detach(), sigmas)
+def _windows_raw(parts: Sequence[Windows], leaf: Tensor, img_inds: Tensor,
+                 sigmas: Optional[Tensor], layer_name: str):
+    """Raw maps of a sum of windowed gradients of a chunk's rows (each
+    row's own image ``img_inds`` only, as the dense path takes it):
+    ``(rows (m,) among the chunk's, maps (m, h, w))``."""
+    n = len(img_inds)
+    total = None
+    for g in parts:
+        finite_grad(g.values, layer_name)
+        own = (g.img == img_inds[g.rows].to(g.img.device)).to(g.values.dtype)
+        win = Windows(g.img, g.y0, g.x0, g.values * own[:, None, None, None],
+                      g.shape)
+        raw = windowed_odam_raw(win, leaf.detach(), None if sigmas is None
+                                else sigmas[g.rows])
+        if total is None:
+            total = raw.new_zeros(n, *raw.shape[1:])
+            hit = torch.zeros(n, dtype=torch.bool, device=raw.device)
+        total.index_add_(0, g.rows, raw)
+        hit[g.rows] = True
+    sel = hit.nonzero().squeeze(1)
+    return sel, total[sel]
+
+
+def _second_stage_taken(stages) -> Optional[str]:
+    """``'crops'`` / ``'roi_adjoint'`` where a second stage of that kind
+    was taken in the call, else None."""
+    kinds = sorted({s.kind for s in (stages or {}).values()
+                    if getattr(s, 'taken', 0)})
+    return '+'.join(kinds) or None
 
 
 def same_box_owners(bboxes: Tensor) -> Tensor:
@@ -304,6 +329,9 @@ class GenericExplainer(BaseExplainer):
     """
 
     mirrors_predict = False  # its detections are predict's own
+    #: how the last call took its second stage: ``'autograd'``, ``'crops'``
+    #: (levels proved local) or ``'roi_adjoint'`` (RoI extractors)
+    second_stage: Optional[str] = None
     adapter = 'generic'
     supports_mask_target = True
     #: take a dense head's gradients in two stages (through its per-level
@@ -393,6 +421,11 @@ class GenericExplainer(BaseExplainer):
         if not two_stage and isinstance(head, torch.nn.Module):
             hooks.forward(head, lambda mod, inp, out: head_outs.append(
                 (inp, out)))
+        roi_calls: List = []
+        for ext in self._roi_extractors() if two_stage else []:
+            hooks.add(ext.register_forward_hook(
+                lambda mod, args, kwargs, out: roi_calls.append(
+                    (mod, args, kwargs, out)), with_kwargs=True))
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them
@@ -406,11 +439,9 @@ class GenericExplainer(BaseExplainer):
         leaves = [lf for call in store for lf in call]
         if last_only:
             leaves = leaves[-1:]
-        groups = level_groups_of(head_outs[0][1]) \
-            if self.staged_grads and len(head_outs) == 1 else None
-        local = cropped_levels(head, head_outs[0][0][0], head_outs[0][1],
-                               leaves) \
-            if groups and self.cropped_grads and head_outs[0][0] else None
+        groups, local = self._second_stages(head, head_outs, roi_calls,
+                                            leaves)
+        self.second_stage = 'autograd'
         pad = tuple(int(v) for v in data_samples[0].metainfo.get(
             'batch_input_shape', inputs.shape[-2:]))
         out = []
@@ -441,6 +472,8 @@ class GenericExplainer(BaseExplainer):
                 mask_logits, results, i, keep, inst.labels[keep])
             raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
                              name, mask_y, groups, local)
+            self.second_stage = _second_stage_taken(local) or \
+                self.second_stage
             out.append(Explanation(
                 bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
                 labels=inst.labels[keep].detach().cpu(),
@@ -448,6 +481,34 @@ class GenericExplainer(BaseExplainer):
                 maps={k: v.cpu() for k, v in self.finalize_maps(raw).items()},
                 ori_shape=tuple(int(v) for v in meta['ori_shape'][:2]), **kw))
         return out
+
+    def _roi_extractors(self) -> List[torch.nn.Module]:
+        """The RoI head's box RoI extractors (one per cascade stage)."""
+        ext = getattr(getattr(self.model, 'roi_head', None),
+                      'bbox_roi_extractor', None)
+        if isinstance(ext, torch.nn.ModuleList):
+            return list(ext)
+        return [ext] if isinstance(ext, torch.nn.Module) else []
+
+    def _second_stages(self, head, head_outs, roi_calls, leaves):
+        """``(groups, {group index: second stage})`` for
+        :func:`autograd_maps`: a dense head's outputs by level (levels
+        proved local on crops), or a two-stage detector's pooled RoI
+        features, one group per extractor call (RoIAlign's adjoint); None
+        where neither applies."""
+        if not self.staged_grads:
+            return None, None
+        if len(head_outs) == 1:
+            (inp, outs), = head_outs
+            groups = level_groups_of(outs)
+            local = cropped_levels(head, inp[0], outs, leaves) \
+                if groups and self.cropped_grads and inp else None
+            return groups, local
+        calls = [c for c in roi_calls if isinstance(c[3], Tensor) and
+                 c[3].requires_grad]
+        if not calls or not self.cropped_grads:
+            return None, None
+        return [[c[3]] for c in calls], roi_stages(calls, leaves)
 
     def _mask_targets(self, mask_logits: List[Tensor], results, img_idx,
                       keep: Tensor, labels: Tensor) -> Tensor:

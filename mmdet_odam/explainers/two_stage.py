@@ -9,7 +9,7 @@ RoI was pooled from is exactly ``RoIAlign^T(d target / d roi_feat)``; it is
 computed with mmcv's own RoIAlign backward (:func:`roi_align_adjoint`) on a
 window of the level around the RoI (the adjoint is zero outside the RoI's
 bilinear footprint, the window adds the smoothing radius, so the result is
-the same as on the whole level, see :func:`_roi_windows`). The map is linear
+the same as on the whole level, see :func:`roi_windows`). The map is linear
 in the ph*pw pooled gradients, so it is assembled from a smoothed adjoint
 basis of ph*pw maps per RoI (:func:`level_window_maps`): exact, and the
 Gaussian runs on 49 channels instead of targets x C.
@@ -70,7 +70,7 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 # ---------------------------------------------------------------------------
 # RoIAlign adjoint
 # ---------------------------------------------------------------------------
-def _roi_align_backward(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
+def roi_align_backward(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
                         feat_shape: Sequence[int]) -> Tensor:
     """mmcv's RoIAlign backward kernel (``pool_mode='avg'``): the gradient
     w.r.t. the feature map of ``sum(grad_roi * roi_layer(feat, rois))``."""
@@ -96,7 +96,7 @@ class _RoIAlignAdjoint(torch.autograd.Function):
     def forward(ctx, grad_roi, rois, feat_shape, roi_layer):
         ctx.roi_layer = roi_layer
         ctx.save_for_backward(rois)
-        return _roi_align_backward(roi_layer, grad_roi, rois, feat_shape)
+        return roi_align_backward(roi_layer, grad_roi, rois, feat_shape)
 
     @staticmethod
     def backward(ctx, grad_feat):
@@ -124,7 +124,7 @@ def roi_align_adjoint(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
                                   roi_layer)
 
 
-def _roi_windows(boxes: Tensor, roi_layer: RoIAlign, level_hw: Sequence[int],
+def roi_windows(boxes: Tensor, roi_layer: RoIAlign, level_hw: Sequence[int],
                  margin: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Cell ranges ``[a, b)`` (rows and columns) that hold RoIAlign's
     footprint of each box plus ``margin`` cells, clipped to the level.
@@ -216,7 +216,7 @@ def level_window_maps(roi_layer: RoIAlign, feat: Tensor, img_inds: Tensor,
     radii = torch.tensor([kernel_radius(s) for s in sigmas.tolist()],
                          dtype=torch.long)
     margin = int(radii.max()) + 1 if n else 1
-    ya, yb, xa, xb = _roi_windows(rois_xyxy, roi_layer, (h, w), margin)
+    ya, yb, xa, xb = roi_windows(rois_xyxy, roi_layer, (h, w), margin)
     # group windows of similar size, bound chunk memory
     area = ((yb - ya) * (xb - xa)).cpu()
     order = torch.argsort(area, descending=True)
@@ -237,7 +237,7 @@ def level_window_maps(roi_layer: RoIAlign, feat: Tensor, img_inds: Tensor,
             torch.stack([x0, y0, x0, y0], 1).to(feat.dtype) * stride
         ], 1)
         with torch.no_grad():  # geometry only: constant
-            basis = _roi_align_backward(roi_layer, eye.expand(m, -1, -1, -1),
+            basis = roi_align_backward(roi_layer, eye.expand(m, -1, -1, -1),
                                         rois_w, (m, npool, hp, wp))
             basis = gaussian_smooth(basis, sigmas[inds].to(dev))
         ys = y0[:, None] + torch.arange(hp, device=dev)[None]

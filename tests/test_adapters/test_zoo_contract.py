@@ -202,7 +202,7 @@ def test_zoo_contract(name):
     assert_valid_maps(exp, samples[0].ori_shape)
     if explained_path(model) != 'generic':
         assert_equals_oracle(model, inputs, samples)
-    elif getattr(model, 'rpn_head', None) is None:
+    else:
         assert_staged_equals_plain(model, inputs, samples)
 
 
@@ -292,11 +292,50 @@ def test_generic_second_stage_on_crops_where_local(name, monkeypatch):
     monkeypatch.setattr(CroppedLevel, 'vjp_at', spy_vjp)
     model = zoo_model(name)
     inputs, samples = zoo_inputs(model)
-    build_explainer(model, method='odam_generic', targets=BASE).explain(
-        inputs, samples, score_thr=0.0, topk=K)
+    ex = build_explainer(model, method='odam_generic', targets=BASE)
+    ex.explain(inputs, samples, score_thr=0.0, topk=K)
     assert built == [name in CROPPED]
     assert any(taken) == (name in CROPPED and name not in WHOLE_LEVEL), \
         WHOLE_LEVEL.get(name, taken)
+    assert ex.second_stage == ('crops' if any(taken) else 'autograd')
+
+
+#: Two-stage families whose box RoI extractors take RoIAlign's adjoint on
+#: the generic path (one stage per extractor call; three in Cascade R-CNN)
+ROI_ADJOINT = ('Faster R-CNN', 'Mask R-CNN', 'Cascade R-CNN', 'Libra R-CNN')
+#: ... and where the first-stage split declines, so the plain backward runs
+ROI_SPLIT_DECLINED = {
+    'Sparse R-CNN': 'the queries attend to each other between stages',
+    'QueryInst': 'the queries attend to each other between stages'}
+
+
+@pytest.mark.parametrize('name', ROI_ADJOINT + tuple(ROI_SPLIT_DECLINED))
+def test_generic_second_stage_by_roi_align_adjoint(name, monkeypatch):
+    """Taken on the two-stage families whose detections own their RoIs;
+    equality with the plain backward: :func:`assert_staged_equals_plain`
+    in the contract test (Cascade R-CNN, Sparse R-CNN, QueryInst) and
+    here for the others."""
+    from mmdet_odam.explainers import build_explainer
+    from mmdet_odam.explainers.roi_stages import RoiStage
+    taken = []
+    owned_vjp = RoiStage.owned_vjp
+
+    def spy(self, *args):
+        out = owned_vjp(self, *args)
+        assert self.declined is None, self.declined  # same features
+        taken.append(bool(out))
+        return out
+
+    monkeypatch.setattr(RoiStage, 'owned_vjp', spy)
+    model = zoo_model(name)
+    inputs, samples = zoo_inputs(model)
+    ex = build_explainer(model, method='odam_generic', targets=BASE)
+    ex.explain(inputs, samples, score_thr=0.0, topk=K)
+    assert any(taken) == (name in ROI_ADJOINT), \
+        ROI_SPLIT_DECLINED.get(name, taken)
+    assert ex.second_stage == ('roi_adjoint' if any(taken) else 'autograd')
+    if explained_path(model) != 'generic':
+        assert_staged_equals_plain(model, inputs, samples)
 
 
 @pytest.mark.parametrize('name', ['DINO', 'Deformable DETR'])

@@ -88,6 +88,9 @@ def family_row(entry, bench):
     try:
         rows = explain_support(model, targets=TARGETS).rows
         paths, exact = path_cell(rows), exact_cell(rows)
+        second = bench.get(entry.name, {}).get('second_stage')
+        if second not in (None, 'autograd'):
+            paths += f' (second stage: {second.replace("_", " ")})'
     except Exception as e:  # noqa: BLE001  (the row says so)
         paths, exact = f'not supported: {type(e).__name__}: {e}', 'no'
     link = f'[{osp.basename(entry.config)}]({MMDET_CONFIGS}{entry.config})'
