@@ -45,8 +45,14 @@ TARGET_FAST, TARGET_GENERIC = 3.0, 5.0
 
 
 def split_list(values):
-    """``['a b', 'c,d']`` -> ``['a', 'b', 'c', 'd']``."""
-    return [v for item in values for v in item.replace(',', ' ').split()]
+    """``['a b', 'c,d', 'Cascade R-CNN']`` -> ``['a', 'b', 'c', 'd',
+    'Cascade R-CNN']`` (a family name with spaces stays whole)."""
+    out = []
+    for item in values:
+        for part in item.split(','):
+            part = part.strip()
+            out += [part] if part in ZOO else part.split()
+    return out
 
 
 def parse_args(argv=None):

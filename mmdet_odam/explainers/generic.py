@@ -216,6 +216,20 @@ def _windows_raw(parts: Sequence[Windows], leaf: Tensor, img_inds: Tensor,
     return sel, total[sel]
 
 
+def boxes_without_grad(layer, args):
+    """Forward pre-hook of an mmcv RoIAlign layer: its boxes detached.
+    RoIAlign has no gradient w.r.t. its boxes (mmcv's backward returns
+    None there), so no gradient changes; the graph loses the paths from a
+    cascade stage's pooled features back through the refined boxes, which
+    made every backward to earlier stages run RoIAlign's backward onto
+    whole levels for nothing."""
+    from mmcv.ops import RoIAlign
+    if isinstance(layer, RoIAlign) and not layer.use_torchvision and \
+            len(args) == 2 and isinstance(args[1], Tensor):
+        return args[0], args[1].detach()
+    return None
+
+
 def _second_stage_taken(stages) -> Optional[str]:
     """``'crops'`` / ``'roi_adjoint'`` where a second stage of that kind
     was taken in the call, else None."""
@@ -426,6 +440,8 @@ class GenericExplainer(BaseExplainer):
             hooks.add(ext.register_forward_hook(
                 lambda mod, args, kwargs, out: roi_calls.append(
                     (mod, args, kwargs, out)), with_kwargs=True))
+            for layer in getattr(ext, 'roi_layers', []):
+                hooks.forward_pre(layer, boxes_without_grad)
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them

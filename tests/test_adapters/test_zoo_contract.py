@@ -338,6 +338,23 @@ def test_generic_second_stage_by_roi_align_adjoint(name, monkeypatch):
         assert_staged_equals_plain(model, inputs, samples)
 
 
+def test_detached_roi_align_boxes_change_no_gradient(monkeypatch):
+    """The generic path detaches the boxes going into mmcv's RoIAlign (it
+    has no gradient w.r.t. them): a cascade's maps are the same without."""
+    import mmdet_odam.explainers.generic as generic
+    from mmdet_odam.explainers import build_explainer
+    model = zoo_model('Cascade R-CNN')
+    inputs, samples = zoo_inputs(model)
+    exps = []
+    for detach in (True, False):
+        if not detach:
+            monkeypatch.setattr(generic, 'boxes_without_grad',
+                                lambda layer, args: None)
+        exps.append(build_explainer(model, targets=TARGETS).explain(
+            inputs, samples, score_thr=0.0, topk=K)[0])
+    assert_close_maps(*exps, ORACLE_TOL, 'detached RoIAlign boxes')
+
+
 @pytest.mark.parametrize('name', ['DINO', 'Deformable DETR'])
 def test_zoo_models_are_reproducible(name):
     """Parameters mmdet's constructors leave uninitialised (``level_embed``)
