@@ -14,14 +14,18 @@ whose upstream gradient is NaN on some rows and 0 on the others leaves NaN
 on every element those rows reach through arithmetic (IEEE NaN propagates
 through every arithmetic op; backward formulas stop it only by masks and
 index selection, where the derivative is structurally zero): a superset of
-those rows' gradient support. ``2 * ceil(log2 k)`` such probes, the rows
-whose owner has bit b set and the rows where it is clear, give each
-element its owner's bits. An element reached by two owners is NaN in both
-probes of a bit where they differ, and an element whose gradient is NaN
-even for a zero upstream (``0 * inf``) is NaN in all of them: then the
-split declines (``None``) and the caller takes one backward per row.
+those rows' gradient support. Each owner gets a code of ``n`` bits with
+exactly ``n // 2`` set (``n`` the least with ``C(n, n // 2) >= k``: 5
+probes for 10 owners, 9 for 100); one probe per bit, the rows whose owner's
+code has that bit, gives each element the bits of the owners that reach
+it. An element reached by one owner has exactly that owner's code; one
+reached by two owners has the OR of two different codes, more bits than
+any code, and an element whose gradient is NaN even for a zero upstream
+(``0 * inf``) has all ``n``: then the split declines (``None``) and the
+caller takes one backward per row.
 Probes must run on a graph without hooks that rewrite NaN gradients.
 """
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -42,9 +46,29 @@ def _probe(ys: Tensor, tensors: Sequence[Tensor],
     return [None if g is None else g.isnan() for g in gs]
 
 
+def owner_codes(k: int) -> Tensor:
+    """(k, n) bool codes of ``k`` owners, each with exactly ``n // 2``
+    bits set (distinct), ``n >= 2`` the least with ``C(n, n // 2) >= k``:
+    the OR of two different codes, or all ``n`` bits, has more bits set
+    than any code."""
+    n = 2
+    while math.comb(n, n // 2) < k:
+        n += 1
+    rows = [c for c in itertools.combinations(range(n), n // 2)][:k]
+    codes = torch.zeros(k, n, dtype=torch.bool)
+    for i, c in enumerate(rows):
+        codes[i, list(c)] = True
+    return codes
+
+
 def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
                ) -> Optional[List[Optional[Tensor]]]:
     """The one owner each element of ``tensors`` is reached by.
+
+    One probe per bit of :func:`owner_codes` (NaN upstream on the rows
+    whose owner's code has that bit): an element reached by one owner is
+    NaN in exactly that owner's bits; one reached by two owners, or NaN
+    even for a zero upstream, in more bits than a code has.
 
     Args:
         ys (Tensor): (N,) rows (graph retained).
@@ -58,24 +82,34 @@ def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
         for a zero upstream.
     """
     k = int(owners.max()) + 1 if owners.numel() else 0
-    bits = max(1, math.ceil(math.log2(max(k, 1))))
-    maps: List[Optional[Tensor]] = [None] * len(tensors)
-    reached: List[Optional[Tensor]] = [None] * len(tensors)
-    for b in range(bits):
-        on = (owners >> b) & 1 == 1
-        for j, (p, q) in enumerate(zip(_probe(ys, tensors, on),
-                                       _probe(ys, tensors, ~on))):
+    codes = owner_codes(max(k, 1)).to(owners.device)
+    n, w = codes.shape[1], codes.shape[1] // 2
+    # code (as an integer) -> owner
+    table = torch.full((1 << n, ), -1, dtype=torch.int32,
+                       device=owners.device)
+    table[(codes.int() << torch.arange(n, device=owners.device)).sum(1)] = \
+        torch.arange(len(codes), dtype=torch.int32, device=owners.device)
+    value: List[Optional[Tensor]] = [None] * len(tensors)
+    count: List[Optional[Tensor]] = [None] * len(tensors)
+    for b in range(n):
+        for j, p in enumerate(_probe(ys, tensors, codes[owners, b])):
             if p is None:
                 continue
-            if bool((p & q).any()):
-                return None
-            if maps[j] is None:
-                maps[j] = torch.zeros(p.shape, dtype=torch.int32,
-                                      device=p.device)
-                reached[j] = p | q
-            maps[j] |= p.int() << b
-    return [None if m is None else m.masked_fill(~r, -1)
-            for m, r in zip(maps, reached)]
+            if value[j] is None:
+                value[j] = torch.zeros(p.shape, dtype=torch.int32,
+                                       device=p.device)
+                count[j] = torch.zeros_like(value[j])
+            value[j] |= p.int() << b
+            count[j] += p.int()
+    maps: List[Optional[Tensor]] = []
+    for v, c in zip(value, count):
+        if v is None:
+            maps.append(None)
+            continue
+        if bool(((c != 0) & (c != w)).any()):
+            return None
+        maps.append(torch.where(c == w, table[v.long()], -1))
+    return maps
 
 
 def owner_ranks(owners: Tensor) -> Tensor:
@@ -198,7 +232,8 @@ class OwnedGrads:
 def split_by_owner(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
                    ) -> Optional[OwnedGrads]:
     """Gradients of all rows of ``ys`` w.r.t. ``tensors`` from
-    ``2 ceil(log2 k)`` probes and one backward per rank, or None where the
+    the probes of :func:`owner_maps` and one backward per rank, or None
+    where the
     owners' elements are not disjoint (see module doc).
 
     Args:

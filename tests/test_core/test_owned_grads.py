@@ -1,4 +1,5 @@
 """First-stage gradients split by owner (one backward per target)."""
+import pytest
 import torch
 
 from mmdet_odam.core import (row_grads, singular_nodes_zeroed,
@@ -117,3 +118,15 @@ def test_staged_grads_with_the_split_equal_plain_rows():
     assert staged[0][on2].abs().max() == 0
     assert staged[1][~on2].abs().max() == 0
     assert staged[0][~on2].abs().amax((1, 2, 3, 4)).min() > 0
+
+
+@pytest.mark.parametrize('k, n', [(1, 2), (2, 2), (3, 3), (6, 4), (10, 5),
+                                  (11, 6), (100, 9)])
+def test_owner_codes_distinct_with_one_weight(k, n):
+    """Distinct codes of n // 2 bits, n the least with C(n, n // 2) >= k:
+    the OR of two of them, or all n bits, has more bits than a code."""
+    from mmdet_odam.core.owned_grads import owner_codes
+    codes = owner_codes(k)
+    assert codes.shape == (k, n)
+    assert (codes.sum(1) == n // 2).all()
+    assert len({tuple(c.tolist()) for c in codes}) == k
