@@ -41,7 +41,7 @@ from ..core.windows import Windows, windowed_odam_raw
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
 from .head_levels import cropped_levels, level_groups_of
-from .roi_stages import roi_stages
+from .roi_stages import roi_extractor_fits, roi_stages
 from .results import Explanation
 from .targets import (BOX_COORDS, Target, box_target, parse_grad_mode,
                       parse_smoothing)
@@ -374,7 +374,38 @@ class GenericExplainer(BaseExplainer):
         declined = [f'{name} adapter: {"; ".join(r)}'
                     for name, r in resolve(self.model).declined]
         return ('autograd', True, self.layer or self.default_layer(),
-                declined)
+                declined + [self.second_stage_plan()])
+
+    def second_stage_plan(self) -> str:
+        """What the second stage (head outputs -> layer) will be, from
+        the modules alone; the call proves or declines it."""
+        if self.layer is not None and self.layer != self.default_layer():
+            return 'generic path: one backward per detection and target'
+        rpn = getattr(self.model, 'rpn_head', None)
+        if type(rpn).__name__ == 'EmbeddingRPNHead':  # Sparse R-CNN...
+            return ('generic path: one backward per detection and target '
+                    '(the queries attend to each other between stages)')
+        if rpn is not None:
+            why = [w for ext in self._roi_extractors()
+                   for w in roi_extractor_fits(ext)]
+            if why or not self._roi_extractors():
+                return ('generic path: one backward per detection and '
+                        f'target ({"; ".join(why) or "no box RoI extractor"})')
+            return ("generic path: second stage by RoIAlign's adjoint where "
+                    'each detection owns its RoIs (checked at each call)')
+        head = getattr(self.model, 'bbox_head', None)
+        if self._token_encoder() is not None or not isinstance(
+                head, torch.nn.Module):
+            return 'generic path: one backward per detection and target'
+        dense = [type(m).__name__ for m in head.modules()
+                 if isinstance(m, torch.nn.GroupNorm) or
+                 'Deform' in type(m).__name__]
+        if dense:
+            return ('generic path: one backward of the level per detection '
+                    f'and target ({sorted(set(dense))[0]} in the head: its '
+                    'gradient is not local)')
+        return ("generic path: second stage on crops where the head's "
+                'levels are proved local (checked at each call)')
 
     def default_layer(self) -> str:
         """``'encoder'`` for DETR-family detectors (its output memory,

@@ -298,6 +298,8 @@ def test_generic_second_stage_on_crops_where_local(name, monkeypatch):
     assert any(taken) == (name in CROPPED and name not in WHOLE_LEVEL), \
         WHOLE_LEVEL.get(name, taken)
     assert ex.second_stage == ('crops' if any(taken) else 'autograd')
+    # what explain_support says beforehand, from the modules alone
+    assert ('on crops' in ex.second_stage_plan()) == (name in CROPPED)
 
 
 #: Two-stage families whose box RoI extractors take RoIAlign's adjoint on
@@ -334,6 +336,8 @@ def test_generic_second_stage_by_roi_align_adjoint(name, monkeypatch):
     assert any(taken) == (name in ROI_ADJOINT), \
         ROI_SPLIT_DECLINED.get(name, taken)
     assert ex.second_stage == ('roi_adjoint' if any(taken) else 'autograd')
+    assert ("RoIAlign's adjoint" in ex.second_stage_plan()) == (
+        name in ROI_ADJOINT)
     if explained_path(model) != 'generic':
         assert_staged_equals_plain(model, inputs, samples)
 
