@@ -342,6 +342,25 @@ def test_generic_second_stage_by_roi_align_adjoint(name, monkeypatch):
         assert_staged_equals_plain(model, inputs, samples)
 
 
+@pytest.mark.parametrize('name, stage', [
+    ('YOLOX', 'crops'), ('CenterNet', 'crops'),
+    ('Cascade R-CNN', 'roi_adjoint')])
+def test_second_stages_on_a_batch_equal_single_images(name, stage):
+    """Windows carry their image: a batch of two different images gives
+    each image's maps alone."""
+    from mmdet_odam.explainers import build_explainer
+    from mmdet_odam.testing.zoo import coco_image, synthetic_image
+    model = zoo_model(name)
+    a, sa = zoo_inputs(model, coco_image())
+    b, sb = zoo_inputs(model, synthetic_image())
+    ex = build_explainer(model, method='odam_generic', targets=TARGETS)
+    both = ex.explain(torch.cat([a, b]), sa + sb, score_thr=0.0, topk=K)
+    assert ex.second_stage == stage
+    for exp, (x, s) in zip(both, ((a, sa), (b, sb))):
+        alone = ex.explain(x, s, score_thr=0.0, topk=K)[0]
+        assert_close_maps(exp, alone, ORACLE_TOL, 'batch != single image')
+
+
 def test_detached_roi_align_boxes_change_no_gradient(monkeypatch):
     """The generic path detaches the boxes going into mmcv's RoIAlign (it
     has no gradient w.r.t. them): a cascade's maps are the same without."""
