@@ -304,8 +304,13 @@ class CroppedLevel:
         crops = gather_windows(self.leaf.detach(), keys[:, 0], keys[:, 1],
                                keys[:, 2], size)
         crops = crops.contiguous().requires_grad_(True)
-        with torch.enable_grad():
-            outs = list(self.forward(crops))
+        try:
+            with torch.enable_grad():
+                outs = list(self.forward(crops))
+        except Exception as e:  # noqa: BLE001  (a head that needs its map)
+            self.declined = (f'the forward on crops failed: '
+                             f'{type(e).__name__}: {e}')
+            return None
         mask = torch.stack([ups[k].ne(0).any(1) for k in used]).any(0)
         shared = mask.new_zeros(len(keys), *size).index_put_(
             (win, ), mask, accumulate=True)

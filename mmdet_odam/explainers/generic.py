@@ -230,6 +230,17 @@ def boxes_without_grad(layer, args):
     return None
 
 
+def _log_declined(stages):
+    """Debug-log why second stages declined during the call."""
+    import logging
+
+    from mmengine.logging import print_log
+    for gi, stage in (stages or {}).items():
+        if getattr(stage, 'declined', None):
+            print_log(f'group {gi}: {stage.kind} declined, full backward: '
+                      f'{stage.declined}', 'current', logging.DEBUG)
+
+
 def _second_stage_taken(stages) -> Optional[str]:
     """``'crops'`` / ``'roi_adjoint'`` where a second stage of that kind
     was taken in the call, else None."""
@@ -527,6 +538,7 @@ class GenericExplainer(BaseExplainer):
                 candidate_inds=keep.detach().cpu(),
                 maps={k: v.cpu() for k, v in self.finalize_maps(raw).items()},
                 ori_shape=tuple(int(v) for v in meta['ori_shape'][:2]), **kw))
+        _log_declined(local)
         return out
 
     def _roi_extractors(self) -> List[torch.nn.Module]:

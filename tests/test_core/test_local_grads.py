@@ -143,6 +143,24 @@ def test_a_forward_that_is_not_the_map_declines():
     assert local.vjp([up, None]) is None  # and stays declined
 
 
+def test_a_forward_that_fails_on_crops_declines():
+    net = tower()
+    leaf = torch.randn(1, 4, 16, 16, dtype=torch.float64,
+                       requires_grad=True)
+    outs = net(leaf)
+
+    def needs_the_map(x):
+        if x.shape[-1] != 16:
+            raise RuntimeError('sizes of the levels do not match')
+        return net(x)
+
+    local = CroppedLevel(needs_the_map, leaf, outs,
+                         receptive_radius(outs, leaf))
+    up = sparse_upstream((1, 4, 16, 16), [[(0, 8, 8)]])
+    assert local.vjp([up, None]) is None
+    assert 'forward on crops failed' in local.declined
+
+
 def test_windows_larger_than_the_map_fraction_decline_per_call():
     net = tower()
     leaf = torch.randn(1, 4, 16, 16, dtype=torch.float64,
