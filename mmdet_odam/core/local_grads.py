@@ -64,6 +64,23 @@ def _conv_radius(node) -> Tuple[int, int]:
     return int(pad[0]), int(pad[1])
 
 
+def _check_local(node, op: str) -> Tuple[int, int]:
+    """The radius (ry, rx) ``node`` (on a path from the input) adds, or
+    :class:`NotLocal` where it does not map each position from the
+    input's cells within a radius."""
+    if op == 'Convolution':
+        return _conv_radius(node)
+    if op in BATCH_NORMS:
+        if getattr(node, '_saved_training', False):
+            raise NotLocal('batch norm in training mode')
+    elif op in CHANNEL_OPS:
+        if int(getattr(node, '_saved_dim', -1)) != 1:
+            raise NotLocal(f'{op} over dim {node._saved_dim}')
+    elif op not in ELEMENTWISE:
+        raise NotLocal(f'op {type(node).__name__} is not known to be local')
+    return 0, 0
+
+
 def receptive_radius(outputs: Sequence[Tensor], leaf: Tensor,
                      others: Sequence[Tensor] = ()
                      ) -> Optional[Tuple[int, int]]:
@@ -97,26 +114,17 @@ def receptive_radius(outputs: Sequence[Tensor], leaf: Tensor,
             memo[node] = res
             return res
         op, nexts = _op(node), [n for n, _ in node.next_functions]
-        own, follow = (0, 0), nexts
-        if op == 'Convolution':
-            own, follow = _conv_radius(node), nexts[:1]
+        follow = nexts
+        if op == 'Convolution' or op in BATCH_NORMS:
+            follow = nexts[:1]  # the input; weights must not reach it
             if any(radius(n) is not None for n in nexts[1:]):
-                raise NotLocal('convolution weights computed from the input')
-        elif op in BATCH_NORMS:
-            if getattr(node, '_saved_training', False):
-                raise NotLocal('batch norm in training mode')
-            follow = nexts[:1]
-            if any(radius(n) is not None for n in nexts[1:]):
-                raise NotLocal('batch norm parameters computed from the input')
-        elif op in CHANNEL_OPS:
-            if int(getattr(node, '_saved_dim', -1)) != 1:
-                raise NotLocal(f'{op} over dim {node._saved_dim}')
-        elif op not in ELEMENTWISE:
-            raise NotLocal(f'op {type(node).__name__} is not known to be '
-                           'local')
+                raise NotLocal(f'{op} parameters computed from the input')
         below = [r for r in (radius(n) for n in follow) if r is not None]
-        res = None if not below else (own[0] + max(r[0] for r in below),
-                                      own[1] + max(r[1] for r in below))
+        res = None
+        if below:  # only what reaches the input must be local
+            own = _check_local(node, op)
+            res = (own[0] + max(r[0] for r in below),
+                   own[1] + max(r[1] for r in below))
         memo[node] = res
         return res
 

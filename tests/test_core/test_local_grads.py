@@ -265,3 +265,14 @@ def test_owner_boxes_hand_computed():
     assert owned.reaches(0).tolist() == [True, True, True, False]
     assert owned.boxes(0)[:3].tolist() == [[0, 0, 0, 0, 0], [0, 5, 5, 6, 6],
                                            [0, 11, 11, 3, 3]]
+
+
+def test_non_local_ops_off_the_input_path_are_allowed():
+    """A weight standardised before the convolution (a mean over the
+    weight) does not touch the input's locality."""
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    ws = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3),
+                                                       keepdim=True)
+    out = nn.functional.conv2d(x, ws, padding=1)
+    assert receptive_radius([out], x) == (1, 1)
