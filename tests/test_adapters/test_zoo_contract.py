@@ -361,12 +361,15 @@ def test_second_stages_on_a_batch_equal_single_images(name, stage):
         assert_close_maps(exp, alone, ORACLE_TOL, 'batch != single image')
 
 
-def test_detached_roi_align_boxes_change_no_gradient(monkeypatch):
+@pytest.mark.parametrize('name', ['Cascade R-CNN', 'Sparse R-CNN'])
+def test_detached_roi_align_boxes_change_no_gradient(name, monkeypatch):
     """The generic path detaches the boxes going into mmcv's RoIAlign (it
-    has no gradient w.r.t. them): a cascade's maps are the same without."""
+    has no gradient w.r.t. them): the maps of a cascade and of a
+    query-based detector whose stages' boxes keep their gradient are the
+    same without."""
     import mmdet_odam.explainers.generic as generic
     from mmdet_odam.explainers import build_explainer
-    model = zoo_model('Cascade R-CNN')
+    model = zoo_model(name)
     inputs, samples = zoo_inputs(model)
     exps = []
     for detach in (True, False):
