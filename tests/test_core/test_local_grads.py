@@ -237,26 +237,6 @@ def test_staged_grads_on_crops_equal_plain_rows():
                                plain[0], rtol=0, atol=1e-12)
 
 
-def test_windowed_odam_equals_the_dense_map():
-    """Smoothing (zero-padded, one sigma per row, some below 0.5), the
-    channel sum and the paste, windows at the borders of two images."""
-    from mmdet_odam.core import gaussian_smooth, odam_raw
-    from mmdet_odam.core.windows import Windows, windowed_odam_raw
-    g = torch.Generator().manual_seed(3)
-    feat = torch.randn(2, 5, 10, 13, generator=g, dtype=torch.float64)
-    win = Windows(img=torch.tensor([0, 1, 1]), y0=torch.tensor([0, 6, 3]),
-                  x0=torch.tensor([9, 0, 5]),
-                  values=torch.randn(3, 5, 4, 4, generator=g,
-                                     dtype=torch.float64),
-                  shape=(2, 5, 10, 13))
-    dense = win.dense(3)[torch.arange(3), win.img]  # (3, C, H, W)
-    for sigmas in (None, torch.tensor([0.0, 1.3, 2.0])):
-        want = odam_raw(dense if sigmas is None else
-                        gaussian_smooth(dense, sigmas), feat[win.img])
-        got = windowed_odam_raw(win, feat, sigmas)
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-
-
 def test_owner_boxes_hand_computed():
     from mmdet_odam.core import split_by_owner
     _, ys, _, groups, owners = two_level_detections()
