@@ -40,8 +40,8 @@ from ..core import (apply_grad_mode, as_leaves, box_sigmas, box_wh_in_cells,
 from ..core.windows import Windows, windowed_odam_raw
 from .base import BaseExplainer, resolve_module
 from .builder import EXPLAINERS
-from .head_levels import cropped_levels, level_groups_of
-from .roi_stages import roi_extractor_fits, roi_stages
+from .second_stages import (log_declined, plan_note, record_inputs,
+                            second_stages, stage_taken)
 from .results import Explanation
 from .targets import (BOX_COORDS, Target, box_target, parse_grad_mode,
                       parse_smoothing)
@@ -216,39 +216,6 @@ def _windows_raw(parts: Sequence[Windows], leaf: Tensor, img_inds: Tensor,
     return sel, total[sel]
 
 
-def boxes_without_grad(layer, args):
-    """Forward pre-hook of an mmcv RoIAlign layer: its boxes detached.
-    RoIAlign has no gradient w.r.t. its boxes (mmcv's backward returns
-    None there), so no gradient changes; the graph loses the paths from a
-    cascade stage's pooled features back through the refined boxes, which
-    made every backward to earlier stages run RoIAlign's backward onto
-    whole levels for nothing."""
-    from mmcv.ops import RoIAlign
-    if isinstance(layer, RoIAlign) and not layer.use_torchvision and \
-            len(args) == 2 and isinstance(args[1], Tensor):
-        return args[0], args[1].detach()
-    return None
-
-
-def _log_declined(stages):
-    """Debug-log why second stages declined during the call."""
-    import logging
-
-    from mmengine.logging import print_log
-    for gi, stage in (stages or {}).items():
-        if getattr(stage, 'declined', None):
-            print_log(f'group {gi}: {stage.kind} declined, full backward: '
-                      f'{stage.declined}', 'current', logging.DEBUG)
-
-
-def _second_stage_taken(stages) -> Optional[str]:
-    """``'crops'`` / ``'roi_adjoint'`` where a second stage of that kind
-    was taken in the call, else None."""
-    kinds = sorted({s.kind for s in (stages or {}).values()
-                    if getattr(s, 'taken', 0)})
-    return '+'.join(kinds) or None
-
-
 def same_box_owners(bboxes: Tensor) -> Tensor:
     """(k,) owner of each detection for
     :func:`~mmdet_odam.core.split_by_owner`: detections with identical
@@ -388,35 +355,11 @@ class GenericExplainer(BaseExplainer):
                 declined + [self.second_stage_plan()])
 
     def second_stage_plan(self) -> str:
-        """What the second stage (head outputs -> layer) will be, from
-        the modules alone; the call proves or declines it."""
-        if self.layer is not None and self.layer != self.default_layer():
-            return 'generic path: one backward per detection and target'
-        rpn = getattr(self.model, 'rpn_head', None)
-        if type(rpn).__name__ == 'EmbeddingRPNHead':  # Sparse R-CNN...
-            return ('generic path: one backward per detection and target '
-                    '(the queries attend to each other between stages)')
-        if rpn is not None:
-            why = [w for ext in self._roi_extractors()
-                   for w in roi_extractor_fits(ext)]
-            if why or not self._roi_extractors():
-                return ('generic path: one backward per detection and '
-                        f'target ({"; ".join(why) or "no box RoI extractor"})')
-            return ("generic path: second stage by RoIAlign's adjoint where "
-                    'each detection owns its RoIs (checked at each call)')
-        head = getattr(self.model, 'bbox_head', None)
-        if self._token_encoder() is not None or not isinstance(
-                head, torch.nn.Module):
-            return 'generic path: one backward per detection and target'
-        dense = [type(m).__name__ for m in head.modules()
-                 if isinstance(m, torch.nn.GroupNorm) or
-                 'Deform' in type(m).__name__]
-        if dense:
-            return ('generic path: one backward of the level per detection '
-                    f'and target ({sorted(set(dense))[0]} in the head: its '
-                    'gradient is not local)')
-        return ("generic path: second stage on crops where the head's "
-                'levels are proved local (checked at each call)')
+        """What the second stage (head outputs -> layer) will be, judged
+        from the modules; the call proves or declines it."""
+        return plan_note(self.model, self.layer in (None,
+                                                    self.default_layer()),
+                         self._token_encoder() is not None)
 
     def default_layer(self) -> str:
         """``'encoder'`` for DETR-family detectors (its output memory,
@@ -472,18 +415,8 @@ class GenericExplainer(BaseExplainer):
             hooks.forward(self._mask_head(),
                           lambda mod, inp, out: mask_logits.append(out))
         two_stage = getattr(model, 'rpn_head', None) is not None
-        head_outs: List = []
-        head = getattr(model, 'bbox_head', None)
-        if not two_stage and isinstance(head, torch.nn.Module):
-            hooks.forward(head, lambda mod, inp, out: head_outs.append(
-                (inp, out)))
-        roi_calls: List = []
-        for ext in self._roi_extractors() if two_stage else []:
-            hooks.add(ext.register_forward_hook(
-                lambda mod, args, kwargs, out: roi_calls.append(
-                    (mod, args, kwargs, out)), with_kwargs=True))
-            for layer in getattr(ext, 'roi_layers', []):
-                hooks.forward_pre(layer, boxes_without_grad)
+        rec = record_inputs(model, hooks) if self.staged_grads else \
+            {'head': [], 'roi': []}
         with torch.enable_grad(), keep_head_grads(not two_stage), \
                 keep_stage_grads(model):
             # shallow copies: predict writes pred_instances into them
@@ -497,8 +430,7 @@ class GenericExplainer(BaseExplainer):
         leaves = [lf for call in store for lf in call]
         if last_only:
             leaves = leaves[-1:]
-        groups, local = self._second_stages(head, head_outs, roi_calls,
-                                            leaves)
+        groups, local = second_stages(model, rec, leaves, self.cropped_grads)
         self.second_stage = 'autograd'
         pad = tuple(int(v) for v in data_samples[0].metainfo.get(
             'batch_input_shape', inputs.shape[-2:]))
@@ -530,44 +462,15 @@ class GenericExplainer(BaseExplainer):
                 mask_logits, results, i, keep, inst.labels[keep])
             raw = self._maps(inst, keep, i, leaves, pad, meta, sf, shown,
                              name, mask_y, groups, local)
-            self.second_stage = _second_stage_taken(local) or \
-                self.second_stage
+            self.second_stage = stage_taken(local) or self.second_stage
             out.append(Explanation(
                 bboxes=shown.cpu(), scores=inst.scores[keep].detach().cpu(),
                 labels=inst.labels[keep].detach().cpu(),
                 candidate_inds=keep.detach().cpu(),
                 maps={k: v.cpu() for k, v in self.finalize_maps(raw).items()},
                 ori_shape=tuple(int(v) for v in meta['ori_shape'][:2]), **kw))
-        _log_declined(local)
+        log_declined(local)
         return out
-
-    def _roi_extractors(self) -> List[torch.nn.Module]:
-        """The RoI head's box RoI extractors (one per cascade stage)."""
-        ext = getattr(getattr(self.model, 'roi_head', None),
-                      'bbox_roi_extractor', None)
-        if isinstance(ext, torch.nn.ModuleList):
-            return list(ext)
-        return [ext] if isinstance(ext, torch.nn.Module) else []
-
-    def _second_stages(self, head, head_outs, roi_calls, leaves):
-        """``(groups, {group index: second stage})`` for
-        :func:`autograd_maps`: a dense head's outputs by level (levels
-        proved local on crops), or a two-stage detector's pooled RoI
-        features, one group per extractor call (RoIAlign's adjoint); None
-        where neither applies."""
-        if not self.staged_grads:
-            return None, None
-        if len(head_outs) == 1:
-            (inp, outs), = head_outs
-            groups = level_groups_of(outs)
-            local = cropped_levels(head, inp[0], outs, leaves) \
-                if groups and self.cropped_grads and inp else None
-            return groups, local
-        calls = [c for c in roi_calls if isinstance(c[3], Tensor) and
-                 c[3].requires_grad]
-        if not calls or not self.cropped_grads:
-            return None, None
-        return [[c[3]] for c in calls], roi_stages(calls, leaves)
 
     def _mask_targets(self, mask_logits: List[Tensor], results, img_idx,
                       keep: Tensor, labels: Tensor) -> Tensor:

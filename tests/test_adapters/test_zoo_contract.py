@@ -271,11 +271,11 @@ def test_generic_second_stage_on_crops_where_local(name, monkeypatch):
     """Levels proved local exactly on the families with local towers, and
     their crops taken; equality with the one-stage backward is
     :func:`assert_staged_equals_plain` in the contract test."""
-    import mmdet_odam.explainers.generic as generic
+    import mmdet_odam.explainers.second_stages as stages
     from mmdet_odam.core.local_grads import CroppedLevel
     from mmdet_odam.explainers import build_explainer
     built, taken = [], []
-    vjp_at, levels = CroppedLevel.vjp_at, generic.cropped_levels
+    vjp_at, levels = CroppedLevel.vjp_at, stages.cropped_levels
 
     def spy_levels(*args):
         found = levels(*args)
@@ -288,7 +288,7 @@ def test_generic_second_stage_on_crops_where_local(name, monkeypatch):
         taken.append(out is not None)
         return out
 
-    monkeypatch.setattr(generic, 'cropped_levels', spy_levels)
+    monkeypatch.setattr(stages, 'cropped_levels', spy_levels)
     monkeypatch.setattr(CroppedLevel, 'vjp_at', spy_vjp)
     model = zoo_model(name)
     inputs, samples = zoo_inputs(model)
@@ -367,14 +367,14 @@ def test_detached_roi_align_boxes_change_no_gradient(name, monkeypatch):
     has no gradient w.r.t. them): the maps of a cascade and of a
     query-based detector whose stages' boxes keep their gradient are the
     same without."""
-    import mmdet_odam.explainers.generic as generic
+    import mmdet_odam.explainers.second_stages as stages
     from mmdet_odam.explainers import build_explainer
     model = zoo_model(name)
     inputs, samples = zoo_inputs(model)
     exps = []
     for detach in (True, False):
         if not detach:
-            monkeypatch.setattr(generic, 'boxes_without_grad',
+            monkeypatch.setattr(stages, 'boxes_without_grad',
                                 lambda layer, args: None)
         exps.append(build_explainer(model, targets=TARGETS).explain(
             inputs, samples, score_thr=0.0, topk=K)[0])
