@@ -11,9 +11,9 @@ gives the same gradient at a fraction of the cost, and all the detections'
 crops go through the tower as one batch.
 
 That the map is local is proved on the autograd graph of the full
-forward (:func:`receptive_radius`: every node between the outputs and the
-input is a known local op, and the radius is the sum of the convolutions'
-along the longest path); that the crop forward is the same function there
+forward (:func:`receptive_radius`: every node on a path from the input
+to the outputs is a known local op, and the radius is the sum of the
+convolutions' along the longest path); that the crop forward is the same function there
 is checked on every call (its outputs equal the full map's at the
 positions that carry gradient). Otherwise the crop path declines and the
 caller takes the full-map backward.

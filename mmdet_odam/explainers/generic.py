@@ -107,9 +107,12 @@ def autograd_maps(ys: Tensor, leaves: Sequence[Tensor], img_inds: Tensor,
             (:func:`~mmdet_odam.core.split_by_owner`) where the
             detections' elements of the groups are found disjoint, else
             one backward per row.
-        local (dict, optional): with ``groups``, ``{group index:
-            CroppedLevel}``: the second stage of those groups on crops
-            (:mod:`mmdet_odam.core.local_grads`); one group is then
+        local (dict, optional): with ``groups``, ``{group index: second
+            stage}`` taken without autograd over whole levels where it
+            fits (:class:`~mmdet_odam.core.CroppedLevel` on crops,
+            :class:`~mmdet_odam.explainers.roi_stages.RoiStage` by
+            RoIAlign's adjoint; see
+            :func:`~mmdet_odam.core.staged_row_grads`); one group is then
             enough for two stages.
 
     Returns:

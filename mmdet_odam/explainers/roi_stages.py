@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core.windows import Windows
-from .two_stage import roi_align_backward, roi_windows
+from .two_stage import roi_align_backward, roi_windows, shared_window
 
 
 def _is_mmcv_avg_roi_align(layer) -> bool:
@@ -128,18 +128,11 @@ class RoiStage:
         feat = self.feats[lvl]
         hw = tuple(feat.shape[-2:])
         boxes = self.rois[roi, 1:]
-        ya, yb, xa, xb = roi_windows(boxes, layer, hw, margin=1)
-        hp, wp = int((yb - ya).max()), int((xb - xa).max())
-        y0 = torch.minimum(ya, torch.full_like(ya, hw[0] - hp))
-        x0 = torch.minimum(xa, torch.full_like(xa, hw[1] - wp))
-        stride = 1.0 / float(layer.spatial_scale)
-        m = len(roi)
-        local = torch.cat([
-            torch.arange(m, device=g.device, dtype=g.dtype)[:, None],
-            boxes.to(g.dtype) - torch.stack([x0, y0, x0, y0], 1).to(
-                g.dtype) * stride], 1)
+        y0, x0, (hp, wp), local = shared_window(
+            roi_windows(boxes, layer, hw, margin=1), boxes, layer, hw,
+            g.dtype)
         vals = roi_align_backward(layer, g.contiguous(), local,
-                                  (m, g.shape[1], hp, wp))
+                                  (len(roi), g.shape[1], hp, wp))
         return Windows(self.rois[roi, 0].long(), y0, x0, vals,
                        tuple(feat.shape), rows=rows)
 

@@ -71,7 +71,7 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 # RoIAlign adjoint
 # ---------------------------------------------------------------------------
 def roi_align_backward(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
-                        feat_shape: Sequence[int]) -> Tensor:
+                       feat_shape: Sequence[int]) -> Tensor:
     """mmcv's RoIAlign backward kernel (``pool_mode='avg'``): the gradient
     w.r.t. the feature map of ``sum(grad_roi * roi_layer(feat, rois))``."""
     from mmcv.ops.roi_align import ext_module
@@ -125,7 +125,7 @@ def roi_align_adjoint(roi_layer: RoIAlign, grad_roi: Tensor, rois: Tensor,
 
 
 def roi_windows(boxes: Tensor, roi_layer: RoIAlign, level_hw: Sequence[int],
-                 margin: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                margin: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Cell ranges ``[a, b)`` (rows and columns) that hold RoIAlign's
     footprint of each box plus ``margin`` cells, clipped to the level.
 
@@ -149,6 +149,31 @@ def roi_windows(boxes: Tensor, roi_layer: RoIAlign, level_hw: Sequence[int],
     xb = torch.maximum(hi[:, 0].clamp(0, w), xa + 1)
     yb = torch.maximum(hi[:, 1].clamp(0, h), ya + 1)
     return ya, yb, xa, xb
+
+
+def shared_window(ranges: Sequence[Tensor], boxes: Tensor,
+                  roi_layer: RoIAlign, level_hw: Sequence[int], dtype):
+    """One window size for some RoIs: the largest of their cell
+    ``ranges`` ((ya, yb, xa, xb) of :func:`roi_windows`), each window
+    shifted inside the level, and the RoIs in their own window's
+    coordinates (batch index r = window r), for RoIAlign's backward on the
+    windows.
+
+    Returns:
+        tuple: ``y0`` (m,), ``x0`` (m,), ``(hp, wp)``, ``rois_w`` (m, 5).
+    """
+    ya, yb, xa, xb = ranges
+    h, w = int(level_hw[0]), int(level_hw[1])
+    hp, wp = int((yb - ya).max()), int((xb - xa).max())
+    y0 = torch.minimum(ya, torch.full_like(ya, h - hp))
+    x0 = torch.minimum(xa, torch.full_like(xa, w - wp))
+    stride = 1.0 / float(roi_layer.spatial_scale)
+    rois_w = torch.cat([
+        torch.arange(len(boxes), device=boxes.device, dtype=dtype)[:, None],
+        boxes.detach().to(dtype) -
+        torch.stack([x0, y0, x0, y0], 1).to(dtype) * stride
+    ], 1)
+    return y0, x0, (hp, wp), rois_w
 
 
 def _place_windows(win: Tensor, y0: Tensor, x0: Tensor,
@@ -221,24 +246,17 @@ def level_window_maps(roi_layer: RoIAlign, feat: Tensor, img_inds: Tensor,
     area = ((yb - ya) * (xb - xa)).cpu()
     order = torch.argsort(area, descending=True)
     per_cell = (3 * npool + c + 2 * t * npool) * feat.element_size()
-    stride = 1.0 / float(roi_layer.spatial_scale)
     eye = torch.eye(npool, device=dev, dtype=feat.dtype).reshape(
         1, npool, int(ph), int(pw))
     for inds in _chunks(order, area.float() * per_cell, chunk_bytes):
         inds = inds.to(dev)
-        hp = int((yb[inds] - ya[inds]).max())
-        wp = int((xb[inds] - xa[inds]).max())
-        y0 = torch.minimum(ya[inds], torch.full_like(ya[inds], h - hp))
-        x0 = torch.minimum(xa[inds], torch.full_like(xa[inds], w - wp))
+        y0, x0, (hp, wp), rois_w = shared_window(
+            [r[inds] for r in (ya, yb, xa, xb)], rois_xyxy[inds], roi_layer,
+            (h, w), feat.dtype)
         m = len(inds)
-        rois_w = torch.cat([
-            torch.arange(m, device=dev, dtype=feat.dtype)[:, None],
-            rois_xyxy[inds].detach().to(feat.dtype) -
-            torch.stack([x0, y0, x0, y0], 1).to(feat.dtype) * stride
-        ], 1)
         with torch.no_grad():  # geometry only: constant
             basis = roi_align_backward(roi_layer, eye.expand(m, -1, -1, -1),
-                                        rois_w, (m, npool, hp, wp))
+                                       rois_w, (m, npool, hp, wp))
             basis = gaussian_smooth(basis, sigmas[inds].to(dev))
         ys = y0[:, None] + torch.arange(hp, device=dev)[None]
         xs = x0[:, None] + torch.arange(wp, device=dev)[None]

@@ -21,12 +21,9 @@ def two_level_head(seed=0):
     return ys, [x1, x2], [[o1], [o2]]
 
 
-def test_staged_equals_one_stage_backward_for_every_row():
-    ys, leaves, groups = two_level_head()
-    assert only_through(ys, [t for g in groups for t in g], leaves)
-    rows = torch.arange(len(ys))
-    plain = row_grads(ys, leaves, rows)
-    staged = staged_row_grads(ys, leaves, groups, rows)
+def assert_equal_rows_on_own_levels(staged, plain):
+    """Staged gradients of :func:`two_level_head`'s rows equal the plain
+    ones, and each row reaches its own level only."""
     for a, b in zip(staged, plain):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     # rows of level 2 (flat index >= 50) do not reach level 1, and back
@@ -34,6 +31,15 @@ def test_staged_equals_one_stage_backward_for_every_row():
     assert staged[0][on2].abs().max() == 0
     assert staged[1][~on2].abs().max() == 0
     assert staged[0][~on2].abs().amax((1, 2, 3, 4)).min() > 0
+
+
+def test_staged_equals_one_stage_backward_for_every_row():
+    ys, leaves, groups = two_level_head()
+    assert only_through(ys, [t for g in groups for t in g], leaves)
+    rows = torch.arange(len(ys))
+    plain = row_grads(ys, leaves, rows)
+    staged = staged_row_grads(ys, leaves, groups, rows)
+    assert_equal_rows_on_own_levels(staged, plain)
 
 
 def test_rows_of_one_level_leave_the_other_leaf_unused():
