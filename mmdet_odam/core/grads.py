@@ -151,6 +151,33 @@ def row_grads(ys: Tensor, leaves: Sequence[Tensor], rows: Tensor,
     return batched_vjp([ys], leaves, [eye], state)
 
 
+#: Backward nodes for which the legacy vmap of ``is_grads_batched`` has no
+#: batching rule (it falls back to a slower loop than plain backwards).
+UNBATCHED_NODES = frozenset({
+    'ConvolutionBackward0', 'NativeGroupNormBackward0',
+    'NativeBatchNormBackward0', 'NativeLayerNormBackward0',
+    'SoftmaxBackward0', 'LogSoftmaxBackward0',
+    'MaxPool2DWithIndicesBackward0', 'UpsampleNearest2DBackward0',
+    'UpsampleBilinear2DBackward0', 'GridSampler2DBackward0',
+})
+
+
+def has_unbatched_ops(outputs: Sequence[Tensor]) -> bool:
+    """Whether the graph of ``outputs`` holds a node of
+    :data:`UNBATCHED_NODES` (then one backward per row is faster than
+    trying the batched one)."""
+    seen, stack = set(), [t.grad_fn for t in outputs]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__ in UNBATCHED_NODES:
+            return True
+        seen.add(node)
+        stack.extend(n for n, _ in node.next_functions)
+    return False
+
+
 def batched_vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                 grads: Sequence[Tensor], state: dict
                 ) -> List[Optional[Tensor]]:
@@ -160,8 +187,16 @@ def batched_vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     retained); where vmap fails or falls back for some op, one backward
     per row, and ``state['loop']`` makes later calls sharing ``state`` skip
     the batched attempt."""
-    if grads[0].shape[0] == 0:
+    m = grads[0].shape[0]
+    if m == 0:
         return [None] * len(inputs)
+    if 'loop' not in state and has_unbatched_ops(outputs):
+        state['loop'] = True
+    if 'loop' not in state and m > 2:  # try vmap on two rows first
+        head = batched_vjp(outputs, inputs, [g[:2] for g in grads], state)
+        rest = batched_vjp(outputs, inputs, [g[2:] for g in grads], state)
+        return [_cat_rows([a, b], [2, m - 2], lf)
+                for a, b, lf in zip(head, rest, inputs)]
     if not state.get('loop', False):
         try:
             gs, slow = _batched_grad(outputs, inputs, grads)
@@ -169,11 +204,33 @@ def batched_vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
             return list(gs)
         except (RuntimeError, NotImplementedError):
             state['loop'] = True
-    per = [torch.autograd.grad(outputs, inputs, [g[i] for g in grads],
-                               retain_graph=True, allow_unused=True)
+    per = [_row_vjp(outputs, inputs, [g[i] for g in grads])
            for i in range(grads[0].shape[0])]
-    return [None if per[0][k] is None else torch.stack([p[k] for p in per])
+    return [_stack_rows([p[k] for p in per], inputs[k])
             for k in range(len(inputs))]
+
+
+def _row_vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+             grads: Sequence[Tensor]) -> Sequence[Optional[Tensor]]:
+    """One row's vector-Jacobian product, from the outputs whose gradient
+    is non-zero only: autograd would send the zeros of the others through
+    their whole graph (e.g. a head's other tower)."""
+    used = [k for k, g in enumerate(grads) if bool(g.ne(0).any())]
+    if not used:
+        return [None] * len(inputs)
+    return torch.autograd.grad([outputs[k] for k in used], inputs,
+                               [grads[k] for k in used],
+                               retain_graph=True, allow_unused=True)
+
+
+def _stack_rows(per: Sequence[Optional[Tensor]],
+                leaf: Tensor) -> Optional[Tensor]:
+    """Stack per-row gradients (None: a row that does not use ``leaf``,
+    zeros there); None when no row uses it."""
+    if all(p is None for p in per):
+        return None
+    return torch.stack([torch.zeros_like(leaf) if p is None else p
+                        for p in per])
 
 
 def _cat_rows(parts: Sequence[Optional[Tensor]], counts: Sequence[int],
