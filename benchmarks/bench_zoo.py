@@ -18,8 +18,9 @@ family takes a fast path, <= 5x on the generic path. For a family above its
 target, the cost of the explained part is shown: the forward with
 gradients from the explained layer (``predict`` with that layer's outputs as
 leaves) and ONE backward of the detections' summed scores to that layer,
-each against ``predict``. The generic path needs one such backward per
-detection and target (batched where the ops allow it).
+each against ``predict`` (deformable convolutions back-propagated as the
+explainers do it). The generic path needs one such backward per detection
+and target (batched where the ops allow it).
 
 Example::
 
@@ -98,6 +99,8 @@ def layer_module(model, layer):
 def explained_part_cost(model, inputs, samples, layer, n):
     """Seconds of (forward with grad from ``layer``, one backward of the
     first ``n`` detections' summed scores to it)."""
+    from mmdet_odam.adapters.deform_conv import add_deform_conv_hooks
+    from mmdet_odam.explainers.base import HookList
     from mmdet_odam.explainers.generic import keep_head_grads
     leaves = []
 
@@ -106,7 +109,9 @@ def explained_part_cost(model, inputs, samples, layer, n):
         leaves[:] = [o.detach().requires_grad_(True) for o in outs]
         return leaves[0] if torch.is_tensor(out) else type(out)(leaves)
 
-    handle = layer_module(model, layer).register_forward_hook(hook)
+    hooks = HookList()  # the explainers' backward of deformable layers
+    add_deform_conv_hooks(model, hooks)
+    hooks.add(layer_module(model, layer).register_forward_hook(hook))
     try:
         with torch.enable_grad(), keep_head_grads():
             t_fwd, res = timed(lambda: model.predict(inputs, samples))
@@ -116,7 +121,7 @@ def explained_part_cost(model, inputs, samples, layer, n):
             t_bwd, _ = timed(lambda: torch.autograd.grad(
                 y, leaves, allow_unused=True))
     finally:
-        handle.remove()
+        hooks.remove()
     return t_fwd, t_bwd
 
 

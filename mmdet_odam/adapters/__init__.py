@@ -6,6 +6,7 @@ there) and, when it accepts, its explainer keeps the candidate index of
 every detection and computes each candidate's scalar targets. The exact
 generic autograd adapter is the terminal fallback (:func:`resolve`).
 """
+from .deform_conv import add_deform_conv_hooks, deform_conv_modules
 from .dense import (patch_path_support, probe_dense_detector,
                     supports_patch_path)
 from .registry import ADAPTERS, GENERIC, Adapter, Resolution, resolve
@@ -14,7 +15,7 @@ from .support import Support, equivalent_override, overridden_methods
 
 __all__ = [
     'ADAPTERS', 'GENERIC', 'Adapter', 'Resolution', 'Support',
-    'check_roi_head', 'equivalent_override', 'overridden_methods',
-    'patch_path_support', 'probe_dense_detector',
+    'add_deform_conv_hooks', 'check_roi_head', 'deform_conv_modules',
+    'equivalent_override', 'overridden_methods', 'patch_path_support', 'probe_dense_detector',
     'probe_two_stage_detector', 'resolve', 'supports_patch_path'
 ]

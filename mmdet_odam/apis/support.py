@@ -2,6 +2,7 @@
 takes, and why."""
 from typing import Optional, Sequence
 
+from ..adapters.deform_conv import deform_conv_modules
 from ..explainers.builder import build_explainer
 from ..explainers.support_report import SupportReport
 from ..explainers.targets import BASE_TARGETS
@@ -26,10 +27,17 @@ def explain_support(model, targets: Optional[Sequence[str]] = None,
     Returns:
         SupportReport: ``.rows`` (one dict per target: ``target``,
         ``adapter``, ``explainer``, ``path``, ``exact``, ``layer``,
-        ``reasons``); ``str(report)`` is a table.
+        ``reasons``), ``.notes``; ``str(report)`` is a table.
     """
     targets = list(targets) if targets is not None else [
         t.value for t in BASE_TARGETS]
     explainer = build_explainer(model, method=method, targets=targets,
                                 layer=layer, path=path)
-    return SupportReport(type(model).__name__, explainer.path_choices())
+    notes = ()
+    n_dcn = len(deform_conv_modules(model))
+    if n_dcn and getattr(explainer, 'torch_deform_grads', False):
+        notes = (f'{n_dcn} mmcv deformable convolution(s): on the CPU '
+                 "back-propagated through torch ops (mmcv's forward values "
+                 'kept; same gradient, faster than mmcv\'s CPU backward)', )
+    return SupportReport(type(model).__name__, explainer.path_choices(),
+                         notes)

@@ -13,6 +13,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from ..adapters.deform_conv import add_deform_conv_hooks
 from ..core import minmax_normalize
 from .builder import EXPLAINERS
 from .results import Explanation
@@ -190,6 +191,8 @@ class BaseExplainer:
             raise ValueError(f'boxes must hold one entry per image '
                              f'({len(data_samples)}), got {len(boxes)}')
         with model_guard(self.model) as hooks:
+            if self.torch_deform_grads:
+                add_deform_conv_hooks(self.model, hooks)
             out = self._explain(inputs, data_samples, hooks, score_thr,
                                 topk, boxes, labels)
         if boxes is not None or not self.mirrors_predict or \
@@ -202,6 +205,11 @@ class BaseExplainer:
             mark_verified(self.model, type(self))
             return out
         return self._on_mismatch(why, inputs, data_samples, score_thr, topk)
+
+    #: Back-propagate mmcv's deformable convolutions through the same
+    #: function in torch ops (:mod:`mmdet_odam.adapters.deform_conv`; the
+    #: forward values stay mmcv's). False: mmcv's own backward.
+    torch_deform_grads = True
 
     #: Whether this explainer re-implements mmdet's post-processing (its
     #: detections are then checked against ``model.predict``).

@@ -36,9 +36,12 @@ class PathChoice:
 
 @dataclass(frozen=True)
 class SupportReport:
-    """Per-target path choices for one model (``str()`` gives a table)."""
+    """Per-target path choices for one model (``str()`` gives a table);
+    ``notes``: what applies to every target (e.g. how deformable
+    convolutions are back-propagated)."""
     model: str
     choices: List[PathChoice]
+    notes: Tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def rows(self) -> List[dict]:
@@ -58,5 +61,5 @@ class SupportReport:
         reasons = []
         for c in self.choices:
             reasons += [r for r in c.reasons if r not in reasons]
-        lines += [f'  - {r}' for r in reasons]
+        lines += [f'  - {r}' for r in reasons + list(self.notes)]
         return '\n'.join(lines)
