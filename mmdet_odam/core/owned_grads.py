@@ -101,6 +101,8 @@ def owner_maps(ys: Tensor, owners: Tensor, tensors: Sequence[Tensor]
                 count[j] = torch.zeros_like(value[j])
             value[j] |= p.int() << b
             count[j] += p.int()
+            if bool((count[j] > w).any()):
+                return None  # counts only grow: reached by two owners
     maps: List[Optional[Tensor]] = []
     for v, c in zip(value, count):
         if v is None:

@@ -125,3 +125,16 @@ def test_owner_codes_distinct_with_one_weight(k, n):
     assert codes.shape == (k, n)
     assert (codes.sum(1) == n // 2).all()
     assert len({tuple(c.tolist()) for c in codes}) == k
+
+
+def test_shared_elements_decline_without_the_remaining_probes():
+    # every row reads every element (queries that attend to each other):
+    # 10 owners take 5 probes, the counts pass the code weight (2) at the
+    # third, and the split declines there
+    x = torch.randn(6, requires_grad=True)
+    mid = x * 2
+    probes = []
+    mid.register_hook(lambda g: probes.append(1))
+    ys = torch.stack([mid.sum() * (i + 1) for i in range(10)])
+    assert owner_maps(ys, torch.arange(10), [mid]) is None
+    assert len(probes) == 3
