@@ -16,6 +16,7 @@ from .support import Support, equivalent_override, overridden_methods
 __all__ = [
     'ADAPTERS', 'GENERIC', 'Adapter', 'Resolution', 'Support',
     'add_deform_conv_hooks', 'check_roi_head', 'deform_conv_modules',
-    'equivalent_override', 'overridden_methods', 'patch_path_support', 'probe_dense_detector',
-    'probe_two_stage_detector', 'resolve', 'supports_patch_path'
+    'equivalent_override', 'overridden_methods', 'patch_path_support',
+    'probe_dense_detector', 'probe_two_stage_detector', 'resolve',
+    'supports_patch_path'
 ]

@@ -16,7 +16,8 @@ first). Where a sample falls exactly on a pixel, bilinear interpolation
 has a kink and the two backwards may take different one-sided derivatives
 with respect to the offset there.
 """
-from typing import List
+import functools
+from typing import Callable, Dict, List
 
 import torch
 from torch import nn
@@ -26,36 +27,39 @@ from ..paths.deform_conv import deform_conv2d_torch, straight_through
 __all__ = ['deform_conv_modules', 'add_deform_conv_hooks']
 
 
-def _operands(module, inputs):
-    """``(x, offset, mask)`` of one call of ``module``'s own mmcv forward
-    (the ``Pack`` variants compute offset and mask from ``x`` as mmcv
-    does), or None where the module's class overrides that forward."""
+def _pack_operands(module, inputs):
+    x = inputs[0]
+    return x, module.conv_offset(x), None
+
+
+def _modulated_pack_operands(module, inputs):
+    x = inputs[0]
+    o1, o2, mask = torch.chunk(module.conv_offset(x), 3, dim=1)
+    return x, torch.cat((o1, o2), dim=1), torch.sigmoid(mask)
+
+
+@functools.lru_cache(maxsize=1)
+def _operand_readers() -> Dict[Callable, Callable]:
+    """mmcv's own ``forward`` of each deformable convolution class -> the
+    ``(x, offset, mask)`` of one call of it, from the module and its
+    inputs (the ``Pack`` variants compute offset and mask from ``x`` as
+    mmcv does: their offset convolution runs a second time)."""
     from mmcv.ops import (DeformConv2d, DeformConv2dPack,
                           ModulatedDeformConv2d, ModulatedDeformConv2dPack)
-    fwd = type(module).forward
-    x = inputs[0]
-    if fwd is DeformConv2d.forward:
-        return x, inputs[1], None
-    if fwd is ModulatedDeformConv2d.forward:
-        return x, inputs[1], inputs[2]
-    if fwd is DeformConv2dPack.forward:
-        return x, module.conv_offset(x), None
-    if fwd is ModulatedDeformConv2dPack.forward:
-        o1, o2, mask = torch.chunk(module.conv_offset(x), 3, dim=1)
-        return x, torch.cat((o1, o2), dim=1), torch.sigmoid(mask)
-    return None
+    return {
+        DeformConv2d.forward: lambda m, inp: (inp[0], inp[1], None),
+        ModulatedDeformConv2d.forward: lambda m, inp: tuple(inp[:3]),
+        DeformConv2dPack.forward: _pack_operands,
+        ModulatedDeformConv2dPack.forward: _modulated_pack_operands,
+    }
 
 
 def deform_conv_modules(model: nn.Module) -> List[nn.Module]:
     """Modules running mmcv's own ``DeformConv2d`` /
     ``ModulatedDeformConv2d`` forward or that of their ``Pack`` variant
     (not an override of it)."""
-    from mmcv.ops import (DeformConv2d, DeformConv2dPack,
-                          ModulatedDeformConv2d, ModulatedDeformConv2dPack)
-    own = {c.forward for c in (DeformConv2d, DeformConv2dPack,
-                                ModulatedDeformConv2d,
-                                ModulatedDeformConv2dPack)}
-    return [m for m in model.modules() if type(m).forward in own]
+    readers = _operand_readers()
+    return [m for m in model.modules() if type(m).forward in readers]
 
 
 def _torch_grad_hook(module, inputs, output):
@@ -68,10 +72,7 @@ def _torch_grad_hook(module, inputs, output):
     kh, kw = module.kernel_size
     if x.shape[-2] < kh or x.shape[-1] < kw:
         return None  # mmcv pads such inputs: keep its own backward
-    operands = _operands(module, inputs)
-    if operands is None:
-        return None
-    x, offset, mask = operands
+    x, offset, mask = _operand_readers()[type(module).forward](module, inputs)
     ref = deform_conv2d_torch(
         x, offset, module.weight, module.stride, module.padding,
         module.dilation, module.groups, module.deform_groups, mask=mask,

@@ -38,6 +38,6 @@ def explain_support(model, targets: Optional[Sequence[str]] = None,
     if n_dcn and getattr(explainer, 'torch_deform_grads', False):
         notes = (f'{n_dcn} mmcv deformable convolution(s): on the CPU '
                  "back-propagated through torch ops (mmcv's forward values "
-                 'kept; same gradient, faster than mmcv\'s CPU backward)', )
+                 "kept; same gradient, faster than mmcv's CPU backward)", )
     return SupportReport(type(model).__name__, explainer.path_choices(),
                          notes)

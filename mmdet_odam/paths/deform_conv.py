@@ -4,9 +4,9 @@ The same function as mmcv's ``deform_conv2d`` / ``modulated_deform_conv2d``
 (bilinear samples at the offset kernel taps, zero outside the map, then a
 grouped matrix product with the weight), written with ``grid_sample`` and
 ``einsum`` so that autograd differentiates it with torch's own kernels.
-On the CPU mmcv's backward of the input and offsets is an order of
-magnitude slower than this one; the explainers take the gradient through
-this function and keep mmcv's forward values
+On the CPU mmcv's backward of the input and offsets is about 9.5x slower
+than this one (``benchmarks/bench_deform_conv.py``); the explainers take
+the gradient through this function and keep mmcv's forward values
 (:func:`straight_through`).
 """
 from typing import Optional, Tuple
