@@ -64,7 +64,14 @@ def test_hooked_layer_keeps_values_and_mmcv_gradient(kind):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_overridden_forward_and_no_grad_are_left_to_mmcv():
+def test_overridden_forward_and_no_grad_are_left_to_mmcv(monkeypatch):
+    import mmdet_odam.adapters.deform_conv as adapter
+    calls = []
+    torch_path = adapter.deform_conv2d_torch
+    monkeypatch.setattr(adapter, 'deform_conv2d_torch',
+                        lambda *a, **k: calls.append(1) or torch_path(*a,
+                                                                      **k))
+
     class MyDCN(DeformConv2d):
         def forward(self, x, offset):
             return super().forward(x, offset) * 2
@@ -76,8 +83,11 @@ def test_overridden_forward_and_no_grad_are_left_to_mmcv():
     add_deform_conv_hooks(model, hooks)
     x, off = torch.randn(1, 4, 5, 5), torch.randn(1, 18, 5, 5)
     with torch.no_grad():  # nothing to differentiate: mmcv's output as is
-        out = model[1](x, off)
-    assert out.grad_fn is None
+        model[1](x, off)
+    model[0](x, off.requires_grad_())  # an override: not hooked
+    assert calls == []
+    model[1](x, off)
+    assert calls == [1]
     hooks.remove()
 
 
