@@ -64,7 +64,8 @@ class ZooEntry:
             runs after the build (e.g. the learned proposal boxes of a
             Sparse R-CNN, which are not boxes before it).
         post_build (callable, optional): ``post_build(model)`` after the
-            build, working around an mmdet bug.
+            build: works around an mmdet bug, or moves random weights to
+            where a trained head starts (so that mmdet keeps boxes).
         notes (str): how the family was shrunk, for tables.
     """
     name: str
@@ -157,6 +158,16 @@ def ssd_loss_cls(model):
     model.bbox_head.loss_cls = None
 
 
+def one_stride_distances(model):
+    """RTMDet's tiny config decodes raw distances (no ``exp``): from random
+    biases all four sides share a sign per level, so at mmdet's own widths
+    every box has a negative width and mmdet drops them all. Start every
+    distance at one stride (bias 1), where a trained head's boxes start."""
+    with torch.no_grad():
+        for conv in model.bbox_head.rtm_reg:
+            conv.bias.fill_(1.0)
+
+
 def keep_stages(n: int, mask: bool = False) -> Callable:
     """Edit keeping the first ``n`` stages of a cascade / sparse RoI head."""
     def edit(cfg):
@@ -234,7 +245,8 @@ _ZOO = [
                                                                   128],
               'neck.out_channels': 32, 'neck.num_csp_blocks': 1,
               'bbox_head.in_channels': 32, 'bbox_head.feat_channels': 32},
-             init_gain=1.4, notes='CSPNeXt x0.125'),
+             init_gain=1.4, post_build=one_stride_distances,
+             notes='CSPNeXt x0.125'),
     ZooEntry('RTMDet-Ins', 'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
              {'backbone.widen_factor': 0.125, 'neck.in_channels': [32, 64,
                                                                   128],
@@ -390,6 +402,17 @@ def open_test_cfg(test_cfg, max_per_img: int = MAX_PER_IMG):
         open_test_cfg(test_cfg.get(k), max_per_img)
 
 
+def max_per_img_of(model_cfg) -> int:
+    """:data:`MAX_PER_IMG`, or every query of a query-based detector with a
+    mask head (mmdet's QueryInst keeps one proposal per query in each
+    result, so its ``max_per_img`` must be its ``num_proposals``)."""
+    roi = model_cfg.get('roi_head') or {}
+    queries = (model_cfg.get('rpn_head') or {}).get('num_proposals')
+    if queries and roi.get('mask_head') is not None:
+        return queries
+    return MAX_PER_IMG
+
+
 def shrink_pipeline(pipeline, scale):
     """Resize (and fixed-size Pad) to ``scale`` (w, h); no annotations."""
     out = []
@@ -420,7 +443,7 @@ def _load_config(entry: ZooEntry, shrink: bool = True,
             {f'model.{k}': v for k, v in entry.overrides.items()})
     drop_pretrained(cfg.model)
     replace_sync_bn(cfg.model)
-    open_test_cfg(cfg.model.get('test_cfg'))
+    open_test_cfg(cfg.model.get('test_cfg'), max_per_img_of(cfg.model))
     ds = cfg.test_dataloader.dataset
     ds.pipeline = shrink_pipeline(ds.pipeline,
                                   input_scale or entry.input_scale)
