@@ -168,6 +168,17 @@ def one_stride_distances(model):
             conv.bias.fill_(1.0)
 
 
+def damped_box_deltas(model, gain: float = 0.3):
+    """QueryInst: at random weights the box deltas of its stages compound
+    and carry every full-size box out of the image, where mmdet's mask
+    paste gets an empty pixel range. Scale each stage's box regressor by
+    ``gain`` so the boxes stay on the image, as a trained model's do."""
+    with torch.no_grad():
+        for head in model.roi_head.bbox_head:
+            head.fc_reg.weight.mul_(gain)
+            head.fc_reg.bias.mul_(gain)
+
+
 def keep_stages(n: int, mask: bool = False) -> Callable:
     """Edit keeping the first ``n`` stages of a cascade / sparse RoI head."""
     def edit(cfg):
@@ -293,7 +304,8 @@ _ZOO = [
              {**resnet18(), **fpn(), 'rpn_head.num_proposals': 20},
              everywhere=sparse_head(),
              shrink_edit=keep_stages(2, mask=True),
-             init_modules=('rpn_head', ), notes='2 of 6 stages, 20 proposals'),
+             init_modules=('rpn_head', ), post_build=damped_box_deltas,
+             notes='2 of 6 stages, 20 proposals'),
     # ---- DETR family -----------------------------------------------------
     ZooEntry('DETR', 'detr/detr_r50_8xb2-150e_coco.py', detr_like(),
              everywhere=TRANSFORMER),
