@@ -143,7 +143,7 @@ def main(argv=None):
         os.makedirs(osp.dirname(osp.abspath(args.save)), exist_ok=True)
         torch.save(res, args.save)
     if args.compare:
-        bad, worst = compare(torch.load(args.compare), res)
+        bad, worst = compare(torch.load(args.compare, weights_only=True), res)
         print(f'max map difference / map max: {worst:.2e}')
         if bad:
             print('\n'.join(bad))

@@ -144,7 +144,7 @@ def _load_state(checkpoint: Optional[str], key: dict):
     """Saved sums of an interrupted run with the same ``key``, or None."""
     if not checkpoint or not osp.isfile(checkpoint):
         return None
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     if state.get('key') != key or 'coverage' not in state:
         return None  # other settings, or a file of an older version
     return state

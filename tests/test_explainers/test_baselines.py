@@ -171,7 +171,7 @@ def test_drise_resumes_after_interruption(tmp_path):
     ckpt = str(tmp_path / 'drise.pth')
     with pytest.raises(KeyboardInterrupt):
         drise_saliency(flaky, *args, checkpoint=ckpt, **kw)
-    assert torch.load(ckpt, weights_only=False)['done'] == 60
+    assert torch.load(ckpt, weights_only=True)['done'] == 60
     detect2, calls2 = _toy(region)
     resumed = drise_saliency(detect2, *args, checkpoint=ckpt, **kw)
     assert calls2 == [20, 20]  # only the remaining chunks ran

@@ -310,7 +310,7 @@ def main(argv=None):
                num_images=args.num_images, cfg_options=args.cfg_options)
     images = None
     if not args.no_cache and osp.isfile(cache_path):
-        cache = torch.load(cache_path, weights_only=False)
+        cache = torch.load(cache_path, weights_only=True)
         if cache.get('key') == key and all(
                 corr_type in im.get('corr_all', {}) for im in
                 cache['images']):
