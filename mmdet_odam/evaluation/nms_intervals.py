@@ -9,16 +9,23 @@ recomputed on resampled sets of images::
     python tools/analysis_tools/sweep_odam_nms.py CONFIG CKPT \
         --out-dir OUT_DIR --corr-low 0.2 --corr-high 0.8
     python -m mmdet_odam.evaluation.nms_intervals CONFIG OUT_DIR/cache.pth \
-        [--settings 0,1 0.2,0.8] [--n-boot 200]
+        [--settings 0,1 0.2,0.8] [--n-boot 200] [--baseline-cache OTHER]
 
-``(0, 1)`` is classic NMS (no correlation rule).
+``(0, 1)`` is classic NMS (no correlation rule). Every later setting is
+also reported as its difference from the first, paired by image (the
+interval of the per-draw differences): a difference whose interval holds 0
+is not an effect at this number of images. ``--baseline-cache`` (another
+detector's cache on the same images, e.g. the twin trained without
+Odam-Train) adds each setting's paired difference to that detector.
 """
 import argparse
 import copy
+import functools
 import json
 import os.path as osp
+import queue
 import tempfile
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +62,20 @@ def load_gt_records(ann_file: str) -> Dict[str, dict]:
     return {r['ID']: r for r in recs}
 
 
+def eval_ji_in_process(metric, samples: dict) -> float:
+    """``CrowdHumanMetric.eval_ji`` without its worker processes (it starts
+    ``num_ji_process`` per score threshold, 100 per call by default, which
+    would dominate a bootstrap's time): the same per-image figures at the
+    same ten score thresholds, gathered in image order; the best JI."""
+    best = []
+    for i in range(10):
+        results = queue.SimpleQueue()
+        metric.compute_ji_with_ignore(results, samples, 1e-1 * i)
+        best.append(metric.gather(
+            [results.get_nowait() for _ in range(len(samples))])[1])
+    return max(best)
+
+
 def crowd_figures(samples: Sequence[dict], gt: Dict[str, dict],
                   metric_cfg: dict) -> np.ndarray:
     """(3,) AP, MR^-2 and JI (in %) of ``samples`` by ``CrowdHumanMetric``.
@@ -74,6 +95,7 @@ def crowd_figures(samples: Sequence[dict], gt: Dict[str, dict],
                 f.write(json.dumps(rec) + '\n')
                 drawn.append(dict(s, img_id=rec['ID']))
         metric = METRICS.build(dict(copy.deepcopy(metric_cfg), ann_file=ann))
+        metric.eval_ji = functools.partial(eval_ji_in_process, metric)
         metric.process({}, drawn)
         res = metric.compute_metrics(metric.results)
     return 100 * np.array([res['mAP'], res['mMR'], res['JI']], dtype=float)
@@ -82,28 +104,70 @@ def crowd_figures(samples: Sequence[dict], gt: Dict[str, dict],
 def nms_intervals(images: Sequence[dict], metric_cfg: dict, iou_thr: float,
                   settings: Sequence[Tuple[float, float]],
                   max_per_img: int = -1, n_boot: int = 200,
-                  seed: int = 0) -> Dict[str, dict]:
-    """Per setting ``(corr_low, corr_high)``: each figure with its interval.
+                  seed: int = 0,
+                  baseline: Optional[Sequence[dict]] = None
+                  ) -> Dict[str, dict]:
+    """Per setting ``(corr_low, corr_high)``: each figure with its interval,
+    and each later setting's difference from the first one, paired by
+    image (the same resampled images for every setting, so the interval of
+    a difference is the interval of the per-draw differences).
 
-    All settings use the same resamples (same seed), so their intervals are
-    comparable draw by draw.
+    ``baseline``: the cached candidates of another detector on the same
+    images (same ``img_id`` order); each setting is then also reported on
+    it and as the paired difference ``this - baseline``.
 
     Returns:
-        dict: ``'lo,hi'`` -> {figure: [value, low, high]}, plus ``images``.
+        dict: ``'lo,hi'`` (and ``'baseline lo,hi'``) -> {figure: [value,
+        low, high]}; ``'a - b'`` -> the same for a paired difference; plus
+        ``images``.
     """
     gt = load_gt_records(metric_cfg['ann_file'])
-    out = {}
-    for lo, hi in settings:
-        samples = post_process(images, iou_thr, lo, hi, max_per_img)
-        v, low, high = bootstrap_images(
-            lambda idx: crowd_figures([samples[i] for i in idx], gt,
-                                      metric_cfg),
-            len(samples), n_boot, seed=seed)
-        out[f'{lo},{hi}'] = {
-            f: [float(v[j]), float(low[j]), float(high[j])]
-            for j, f in enumerate(FIGURES)}
+    keys = [f'{lo},{hi}' for lo, hi in settings]
+    runs = {key: post_process(images, iou_thr, lo, hi, max_per_img)
+            for key, (lo, hi) in zip(keys, settings)}
+    diffs = [(key, keys[0]) for key in keys[1:]]
+    if baseline is not None:
+        _check_same_images(images, baseline)
+        for key, (lo, hi) in zip(keys, settings):
+            runs[f'baseline {key}'] = post_process(baseline, iou_thr, lo, hi,
+                                                   max_per_img)
+            diffs.append((key, f'baseline {key}'))
+    names = list(runs)
+
+    def stat(idx):
+        figs = {n: crowd_figures([runs[n][i] for i in idx], gt, metric_cfg)
+                for n in names}
+        return np.concatenate([figs[n] for n in names] +
+                              [figs[a] - figs[b] for a, b in diffs])
+
+    v, low, high = bootstrap_images(stat, len(images), n_boot, seed=seed)
+    k = len(FIGURES)
+    rows = names + [f'{a} - {b}' for a, b in diffs]
+    out = {row: {f: [float(v[j * k + i]), float(low[j * k + i]),
+                     float(high[j * k + i])]
+                 for i, f in enumerate(FIGURES)}
+           for j, row in enumerate(rows)}
     out['images'] = len(images)
     return out
+
+
+def _check_same_images(images: Sequence[dict], other: Sequence[dict]):
+    ids, other_ids = ([im['img_id'] for im in x] for x in (images, other))
+    if ids != other_ids:
+        raise ValueError(
+            f'the baseline cache holds other images ({len(other_ids)}, '
+            f'first {other_ids[:3]}) than the cache ({len(ids)}, first '
+            f'{ids[:3]}): run both sweeps on the same test set')
+
+
+def _label(key: str) -> str:
+    """``'0.0,1.0'`` -> ``'NMS'``; ``'0.2,0.8'`` -> ``'Odam-NMS (0.2,0.8)'``;
+    ``'baseline ...'`` and differences ``'a - b'`` with their parts named."""
+    if ' - ' in key:
+        return ' - '.join(_label(part) for part in key.split(' - '))
+    if key.startswith('baseline '):
+        return 'baseline ' + _label(key[len('baseline '):])
+    return 'NMS' if key == '0.0,1.0' else f'Odam-NMS ({key})'
 
 
 def _crowd_metric_cfg(cfg) -> dict:
@@ -134,6 +198,9 @@ def main(argv=None) -> Dict[str, dict]:
     p.add_argument('--settings', type=_setting, nargs='+',
                    default=[(0., 1.), (0.2, 0.8)],
                    help='corr_low,corr_high pairs; 0,1 = classic NMS')
+    p.add_argument('--baseline-cache', default=None,
+                   help="another detector's cache.pth on the same images: "
+                   'each setting also as the paired difference to it')
     p.add_argument('--n-boot', type=int, default=200)
     p.add_argument('--out', default=None, help='write results as JSON')
     args = p.parse_args(argv)
@@ -146,16 +213,18 @@ def main(argv=None) -> Dict[str, dict]:
     head_cfg = cfg.model.get('test_cfg') or {}
     head_cfg = head_cfg.get('rcnn', head_cfg)
     iou_thr = head_cfg.get('nms', {}).get('iou_threshold', 0.5)
-    cache = torch.load(args.cache, map_location='cpu', weights_only=False)
+    cache = torch.load(args.cache, map_location='cpu', weights_only=True)
+    baseline = None if args.baseline_cache is None else torch.load(
+        args.baseline_cache, map_location='cpu', weights_only=True)['images']
     res = nms_intervals(cache['images'], _crowd_metric_cfg(cfg), iou_thr,
                         args.settings, head_cfg.get('max_per_img', -1),
-                        args.n_boot)
+                        args.n_boot, baseline=baseline)
     for key, figs in res.items():
         if key == 'images':
             continue
-        name = 'NMS' if key == '0.0,1.0' else f'Odam-NMS ({key})'
-        print(f'{name:<20} ' + '  '.join(
-            f'{f} {v:.2f} [{lo:.2f}, {hi:.2f}]'
+        sign = '+' if ' - ' in key else ''
+        print(f'{_label(key):<20} ' + '  '.join(
+            f'{f} {v:{sign}.2f} [{lo:{sign}.2f}, {hi:{sign}.2f}]'
             for f, (v, lo, hi) in figs.items()) +
             f'  ({res["images"]} images)')
     if args.out:
