@@ -23,8 +23,9 @@
 #     fine-tuned on the crowd scenes with and without the losses, both at
 #     once in the background-friendly way (one thread each, nice 5), logs
 #     in $WORK/cpu_{base,odam}.log, resumed from their last checkpoint when
-#     run again; ODAM_CFG=sep2 trains the twin ..._cpu-ft-sep2.py (separation
-#     weighted twice) instead; CPU_ITERS=N (default 600, constant learning rate) stops
+#     run again; ODAM_CFG=NAME trains the twin ..._cpu-ft-NAME.py instead
+#     (sep2: separation weighted twice, sepdom: separation dominant,
+#     stride8: the loss on an image / 8 grid); CPU_ITERS=N (default 600, constant learning rate) stops
 #     both at the same iteration; then evaluated (docs/odam_train_diagnosis.md);
 #     faster-rcnn: configs/pretrained/faster-rcnn_mobilenetv2_crowd-person.py
 #     (CPU recipe, 2250 iterations, about 1 h with one thread);

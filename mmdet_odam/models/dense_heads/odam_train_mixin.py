@@ -47,7 +47,7 @@ class OdamTrainDenseMixin:
     The head must set ``self.loss_odam`` (an ``OdamTrainLoss`` or None; no
     class-level default here, it would shadow the registered sub-module).
     Positives are implemented for FCOS-style heads (``FCOSHead`` subclasses);
-    other heads raise ``NotImplementedError`` when ``loss_odam`` is set.
+    other heads refuse ``loss_odam`` when they are built (``ValueError``).
     """
 
     def loss(self, x: Tuple[Tensor], batch_data_samples) -> dict:
