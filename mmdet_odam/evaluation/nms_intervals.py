@@ -62,6 +62,15 @@ def load_gt_records(ann_file: str) -> Dict[str, dict]:
     return {r['ID']: r for r in recs}
 
 
+def without_ji_workers(metric):
+    """``metric`` with a ``CrowdHumanMetric``'s JI computed in this process
+    (:func:`eval_ji_in_process`; other metrics unchanged). Returns it."""
+    from mmdet.evaluation.metrics import CrowdHumanMetric
+    if isinstance(metric, CrowdHumanMetric):
+        metric.eval_ji = functools.partial(eval_ji_in_process, metric)
+    return metric
+
+
 def eval_ji_in_process(metric, samples: dict) -> float:
     """``CrowdHumanMetric.eval_ji`` without its worker processes (it starts
     ``num_ji_process`` per score threshold, 100 per call by default, which
@@ -94,8 +103,8 @@ def crowd_figures(samples: Sequence[dict], gt: Dict[str, dict],
                 rec = dict(gt[s['img_id']], ID=f'{s["img_id"]}#{k}')
                 f.write(json.dumps(rec) + '\n')
                 drawn.append(dict(s, img_id=rec['ID']))
-        metric = METRICS.build(dict(copy.deepcopy(metric_cfg), ann_file=ann))
-        metric.eval_ji = functools.partial(eval_ji_in_process, metric)
+        metric = without_ji_workers(METRICS.build(
+            dict(copy.deepcopy(metric_cfg), ann_file=ann)))
         metric.process({}, drawn)
         res = metric.compute_metrics(metric.results)
     return 100 * np.array([res['mAP'], res['mMR'], res['JI']], dtype=float)

@@ -38,6 +38,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import mmdet_odam  # noqa: E402,F401
+from mmdet_odam.evaluation.nms_intervals import \
+    without_ji_workers  # noqa: E402
 from mmdet_odam.nms.odam_nms import (CorrType, OdamNMS,  # noqa: E402
                                      check_odam_nms_cfg, map_correlation,
                                      observe_odam_nms)
@@ -171,7 +173,7 @@ def evaluate(images, evaluator_cfgs, iou_thr, corr_low, corr_high,
             pred_instances=dict(bboxes=dets[:, :4], scores=dets[:, 4])))
     metrics = {}
     for ecfg in evaluator_cfgs:
-        metric = METRICS.build(copy.deepcopy(ecfg))
+        metric = without_ji_workers(METRICS.build(copy.deepcopy(ecfg)))
         metric.process({}, samples)
         res = metric.compute_metrics(metric.results)
         prefix = metric.prefix or type(metric).__name__
