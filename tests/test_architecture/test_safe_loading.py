@@ -1,6 +1,6 @@
-"""Files are untrusted input: every ``torch.load`` of the package, its tools
-and benchmarks passes ``weights_only=True`` (read with ``ast``; a test fails
-naming the file and the line)."""
+"""Files are untrusted input: every ``torch.load`` of the package, its
+tools, benchmarks and tests passes ``weights_only=True`` (read with
+``ast``; a test fails naming the file and the line)."""
 import ast
 from pathlib import Path
 
